@@ -1,0 +1,1 @@
+//! The pure Raft state machine (DESIGN.md §7). Built by issue 4.

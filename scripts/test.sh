@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every check a change must pass: formatting, clippy (warnings are errors), the test suites.
+# Installs what the tests need on a fresh machine (only the Rust toolchain is assumed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
