@@ -1,0 +1,99 @@
+//! Compaction (the basis of defrag): copy the live buckets of a snapshot into a fresh file with
+//! full pages, make it durable, then atomically rename it over the database file. Readers that
+//! are open on the old file keep their mapping (the old inode lives until they finish); new
+//! readers and the writer move to the new file. Writers wait while it runs.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::btree::db::{open_shared, Database, Options};
+use crate::btree::error::{Error, Result};
+use crate::btree::FileBackend;
+
+/// Keys copied per commit while compacting; bounds the writer's memory.
+const BATCH: usize = 16 * 1024;
+
+impl Database {
+    /// Copies the latest snapshot's buckets into a new database file at `dest` (which must not
+    /// exist or be empty) and makes it durable.
+    pub fn compact_to(&self, dest: &Path, options: Options) -> Result<()> {
+        let read = self.begin_read();
+        let out = Database::open(dest, options)?;
+        if !out.begin_read().bucket_names()?.is_empty() {
+            return Err(Error::Io(std::io::Error::other(format!(
+                "{} is not empty",
+                dest.display()
+            ))));
+        }
+        for name in read.bucket_names()? {
+            let mut w = out.begin_write()?;
+            w.set_fill_percent(100);
+            w.create_bucket(&name)?;
+            let Some(bucket) = read.bucket(&name)? else {
+                continue;
+            };
+            let mut n = 0;
+            for kv in bucket.iter() {
+                let (k, v) = kv?;
+                w.bucket(&name)?.put(k, v)?;
+                n += 1;
+                if n % BATCH == 0 {
+                    w.commit()?;
+                    w = out.begin_write()?;
+                    w.set_fill_percent(100);
+                }
+            }
+            w.commit()?;
+        }
+        out.sync()?;
+        // Drop the growth slack: nothing at or above the high-water mark is referenced.
+        let shared = out.inner.load_full();
+        let live = shared.published.load().hwm * crate::btree::page::PAGE_SIZE_U64;
+        shared.backend.set_len(live)?;
+        shared.backend.sync()?;
+        Ok(())
+    }
+
+    /// Defragments the database file in place: compacts into `<file>.compact`, renames it over
+    /// the file (atomic; the directory is synced) and switches this handle to it. The file
+    /// shrinks to its live size. Returns (size before, size after) in bytes.
+    pub fn compact(&self) -> Result<(u64, u64)> {
+        let path = self.path.clone().ok_or_else(|| {
+            Error::Io(std::io::Error::other(
+                "compaction needs a database opened from a path",
+            ))
+        })?;
+        let _lock = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.inner.load_full();
+        if old.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::PreviousIo);
+        }
+        let before = old.backend.len()?;
+        let tmp = PathBuf::from(format!("{}.compact", path.display()));
+        let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = self.compact_to(&tmp, old.options.clone()) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        let shared = open_shared(Box::new(FileBackend::new(file)), old.options.clone())?;
+        let after = shared.backend.len()?;
+        self.inner.store(Arc::new(shared));
+        Ok((before, after))
+    }
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,745 @@
+//! The write transaction: copy-on-write changes to any number of buckets, then one of two
+//! commits.
+//!
+//! - Changes: a committed run on the path to a changed key is decoded into the arena and its page
+//!   freed at this transaction's sequence (S1: it is never modified in place).
+//! - Commit (`spill`): small dirty nodes are merged with a sibling, large ones split; every dirty
+//!   node, new value and new freelist chunk is written to freshly allocated pages. Allocation only
+//!   hands out pages no reader and no durable commit can see (S3, `freelist.rs`).
+//! - **Visible** commit: the pages are written (no fsync) and the new root is published to readers.
+//! - **Durable** commit: additionally the freelist is written, the data synced, then the meta
+//!   written to slot txid % 2 and synced (S2). A crash reopens the last durable commit.
+//! - Any failed write or sync marks the database failed (D2): no further write transactions.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::{Arc, MutexGuard};
+
+use crate::btree::cursor::{Cursor, Range, Source};
+use crate::btree::db::{Shared, Snapshot, WriterState};
+use crate::btree::error::{Error, Result};
+use crate::btree::node::{encode_overflow, Child, Node, NodeId, Val};
+use crate::btree::page::{
+    check_key, check_value, corrupted, pages_for, rd_u64, seal, wr_u64, Header, Kind, Meta, PageId,
+    FIRST_DATA_PAGE, FREELIST_IDS_OFFSET, FREELIST_IDS_PER_PAGE, HEADER_SIZE, MAX_DEPTH, PAGE_SIZE,
+    PAGE_SIZE_U64,
+};
+
+struct BucketState {
+    name: Vec<u8>,
+    root: Option<Child>,
+    len: u64,
+    dirty: bool,
+    deleted: bool,
+}
+
+pub struct WriteTxn<'db> {
+    _lock: MutexGuard<'db, ()>,
+    shared: Arc<Shared>,
+    state: Option<WriterState>,
+    base: Arc<Snapshot>,
+    seq: u64,
+    arena: Vec<Node>,
+    /// Runs (first page, pages) freed by this transaction.
+    freed: Vec<(PageId, u64)>,
+    catalog: Option<Child>,
+    buckets: Vec<BucketState>,
+    by_name: HashMap<Vec<u8>, usize>,
+    writes: Vec<(PageId, Vec<u8>)>,
+    fill: usize,
+}
+
+/// Bucket catalog value: root page (0 = empty tree) and number of keys.
+fn encode_bucket(root: PageId, len: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    wr_u64(&mut v, 0, root);
+    wr_u64(&mut v, 8, len);
+    v
+}
+
+pub(crate) fn decode_bucket(v: &[u8]) -> Result<(PageId, u64)> {
+    if v.len() != 16 {
+        return Err(corrupted(0, format!("bucket record of {} bytes", v.len())));
+    }
+    Ok((rd_u64(v, 0), rd_u64(v, 8)))
+}
+
+impl<'db> WriteTxn<'db> {
+    pub(crate) fn new(
+        lock: MutexGuard<'db, ()>,
+        shared: Arc<Shared>,
+        state: WriterState,
+    ) -> WriteTxn<'db> {
+        let base = shared.published.load_full();
+        let seq = base.seq + 1;
+        let catalog = (base.catalog != 0).then_some(Child::Page(base.catalog));
+        WriteTxn {
+            _lock: lock,
+            shared,
+            state: Some(state),
+            base,
+            seq,
+            arena: Vec::new(),
+            freed: Vec::new(),
+            catalog,
+            buckets: Vec::new(),
+            by_name: HashMap::new(),
+            writes: Vec::new(),
+            fill: PAGE_SIZE / 2,
+        }
+    }
+
+    /// How full split pages are left for random inserts, in percent (bbolt's fill percent;
+    /// default 50). Appends at the right edge of a node always fill pages completely.
+    pub fn set_fill_percent(&mut self, percent: u32) {
+        self.fill = (PAGE_SIZE * percent.clamp(10, 100) as usize) / 100;
+    }
+
+    fn src(&self) -> Source<'_> {
+        Source {
+            shared: &self.shared,
+            hwm: self.base.hwm,
+            arena: &self.arena,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Buckets
+
+    fn find_bucket(&mut self, name: &[u8]) -> Result<Option<usize>> {
+        if let Some(&i) = self.by_name.get(name) {
+            return Ok((!self.buckets[i].deleted).then_some(i));
+        }
+        let Some(v) = self.src().get(self.catalog, name)? else {
+            return Ok(None);
+        };
+        let (root, len) = decode_bucket(v)?;
+        let i = self.buckets.len();
+        self.buckets.push(BucketState {
+            name: name.to_vec(),
+            root: (root != 0).then_some(Child::Page(root)),
+            len,
+            dirty: false,
+            deleted: false,
+        });
+        self.by_name.insert(name.to_vec(), i);
+        Ok(Some(i))
+    }
+
+    pub fn create_bucket(&mut self, name: &[u8]) -> Result<()> {
+        check_key(name)?;
+        if self.find_bucket(name)?.is_some() {
+            return Err(Error::BucketExists(name.to_vec()));
+        }
+        let st = BucketState {
+            name: name.to_vec(),
+            root: None,
+            len: 0,
+            dirty: true,
+            deleted: false,
+        };
+        match self.by_name.get(name) {
+            Some(&i) => self.buckets[i] = st,
+            None => {
+                self.by_name.insert(name.to_vec(), self.buckets.len());
+                self.buckets.push(st);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the bucket unless it exists.
+    pub fn ensure_bucket(&mut self, name: &[u8]) -> Result<()> {
+        match self.find_bucket(name)? {
+            Some(_) => Ok(()),
+            None => self.create_bucket(name),
+        }
+    }
+
+    /// Deletes a bucket and frees every page of its tree.
+    pub fn delete_bucket(&mut self, name: &[u8]) -> Result<()> {
+        let i = self
+            .find_bucket(name)?
+            .ok_or_else(|| Error::BucketNotFound(name.to_vec()))?;
+        if let Some(root) = self.buckets[i].root.take() {
+            self.free_subtree(root, 0)?;
+        }
+        let b = &mut self.buckets[i];
+        b.deleted = true;
+        b.dirty = true;
+        b.len = 0;
+        Ok(())
+    }
+
+    fn free_subtree(&mut self, c: Child, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(corrupted(0, "tree too deep"));
+        }
+        let node = self.src().node(c)?;
+        let mut children = Vec::new();
+        let mut overflow = Vec::new();
+        for i in 0..node.len() {
+            if node.leaf() {
+                if let crate::btree::cursor::Value::Overflow { page, len } = node.value(i) {
+                    overflow.push((page, pages_for(HEADER_SIZE + len) as u64));
+                }
+            } else {
+                children.push(node.child(i));
+            }
+        }
+        if let Child::Page(p) = c {
+            let (_, h) = self.shared.run(p, self.base.hwm)?;
+            self.freed.push((p, h.run_pages()));
+        }
+        self.freed.extend(overflow);
+        for ch in children {
+            self.free_subtree(ch, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    pub fn bucket_names(&self) -> Result<Vec<Vec<u8>>> {
+        let mut names = Vec::new();
+        let mut r = Range::new(
+            Cursor::new(self.src(), self.catalog),
+            Bound::Unbounded,
+            Bound::Unbounded,
+            false,
+        );
+        for kv in &mut r {
+            let (k, _) = kv?;
+            if !self
+                .by_name
+                .get(k)
+                .is_some_and(|&i| self.buckets[i].deleted)
+            {
+                names.push(k.to_vec());
+            }
+        }
+        for b in &self.buckets {
+            if !b.deleted && !names.contains(&b.name) {
+                names.push(b.name.clone());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// A handle to change one bucket.
+    pub fn bucket<'t>(&'t mut self, name: &[u8]) -> Result<BucketMut<'t, 'db>> {
+        let idx = self
+            .find_bucket(name)?
+            .ok_or_else(|| Error::BucketNotFound(name.to_vec()))?;
+        Ok(BucketMut { txn: self, idx })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Tree changes
+
+    /// Makes `c` a dirty node: decode a committed run into the arena and free the run.
+    fn touch(&mut self, c: Child) -> Result<NodeId> {
+        match c {
+            Child::Node(id) => Ok(id),
+            Child::Page(pid) => {
+                let (run, h) = self.shared.run(pid, self.base.hwm)?;
+                if !matches!(h.kind, Kind::Leaf | Kind::Branch) {
+                    return Err(corrupted(
+                        pid,
+                        format!("expected a tree node, found {:?}", h.kind),
+                    ));
+                }
+                let node = Node::decode(&crate::btree::page::NodePage::new(run, &h));
+                self.freed.push((pid, h.run_pages()));
+                self.arena.push(node);
+                Ok(self.arena.len() - 1)
+            }
+        }
+    }
+
+    /// Copies the path to `key`'s leaf into the arena; returns the leaf.
+    fn touch_path(&mut self, root: &mut Option<Child>, key: &[u8]) -> Result<NodeId> {
+        let mut id = match *root {
+            None => {
+                self.arena.push(Node::new_leaf());
+                self.arena.len() - 1
+            }
+            Some(c) => self.touch(c)?,
+        };
+        *root = Some(Child::Node(id));
+        for _ in 0..MAX_DEPTH {
+            if self.arena[id].leaf {
+                return Ok(id);
+            }
+            let i = self.arena[id].child_index(key);
+            let c = self.arena[id].children[i];
+            let cid = self.touch(c)?;
+            self.arena[id].children[i] = Child::Node(cid);
+            id = cid;
+        }
+        Err(corrupted(0, "tree too deep"))
+    }
+
+    fn free_value(&mut self, v: &Val) {
+        if let Val::Overflow { page, len } = v {
+            self.freed
+                .push((*page, pages_for(HEADER_SIZE + len) as u64));
+        }
+    }
+
+    /// Inserts or replaces; returns true if the key is new.
+    fn tree_put(&mut self, root: &mut Option<Child>, key: &[u8], value: &[u8]) -> Result<bool> {
+        let leaf = self.touch_path(root, key)?;
+        let n = &mut self.arena[leaf];
+        match n.search(key) {
+            (i, true) => {
+                let old = std::mem::replace(&mut n.vals[i], Val::new(value));
+                self.free_value(&old);
+                Ok(false)
+            }
+            (i, false) => {
+                n.append &= i == n.keys.len();
+                n.keys.insert(i, key.to_vec());
+                n.vals.insert(i, Val::new(value));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Removes `key`; returns whether it existed. Absent keys copy nothing.
+    fn tree_delete(&mut self, root: &mut Option<Child>, key: &[u8]) -> Result<bool> {
+        if self.src().get(*root, key)?.is_none() {
+            return Ok(false);
+        }
+        let leaf = self.touch_path(root, key)?;
+        let n = &mut self.arena[leaf];
+        let (i, found) = n.search(key);
+        debug_assert!(found);
+        n.append = false;
+        n.keys.remove(i);
+        let old = n.vals.remove(i);
+        self.free_value(&old);
+        Ok(true)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Commit
+
+    fn state(&mut self) -> &mut WriterState {
+        self.state
+            .as_mut()
+            .expect("writer state present until the transaction ends")
+    }
+
+    /// Allocates a run of `pages` pages for new content.
+    fn alloc(&mut self, pages: u64) -> Result<PageId> {
+        let map_pages = self.shared.map.len() as u64 / PAGE_SIZE_U64;
+        let st = self.state();
+        let p = st.alloc.alloc(pages);
+        if st.alloc.hwm > map_pages {
+            return Err(Error::MapFull {
+                needed: st.alloc.hwm * PAGE_SIZE_U64,
+                map_size: map_pages * PAGE_SIZE_U64,
+            });
+        }
+        self.shared.verified.clear(p, pages);
+        Ok(p)
+    }
+
+    /// Merges small dirty children with a sibling and drops empty ones, bottom-up.
+    fn rebalance(&mut self, id: NodeId) -> Result<()> {
+        if self.arena[id].leaf {
+            return Ok(());
+        }
+        for i in 0..self.arena[id].children.len() {
+            if let Child::Node(c) = self.arena[id].children[i] {
+                self.rebalance(c)?;
+            }
+        }
+        let min = PAGE_SIZE / 4;
+        let mut i = 0;
+        while i < self.arena[id].children.len() {
+            let Child::Node(c) = self.arena[id].children[i] else {
+                i += 1;
+                continue;
+            };
+            if self.arena[c].len() == 0 {
+                self.arena[id].children.remove(i);
+                self.arena[id].keys.remove(i);
+                continue;
+            }
+            if self.arena[c].size() >= min || self.arena[id].children.len() < 2 {
+                i += 1;
+                continue;
+            }
+            // Merge child i with its right sibling (or the left one for the last child).
+            let (l, r) = if i + 1 < self.arena[id].children.len() {
+                (i, i + 1)
+            } else {
+                (i - 1, i)
+            };
+            let lc = self.arena[id].children[l];
+            let rc = self.arena[id].children[r];
+            let lid = self.touch(lc)?;
+            let rid = self.touch(rc)?;
+            if self.arena[lid].leaf != self.arena[rid].leaf {
+                return Err(corrupted(0, "siblings at different levels"));
+            }
+            let right = std::mem::take(&mut self.arena[rid]);
+            let left = &mut self.arena[lid];
+            left.append = false;
+            if !left.leaf {
+                // The right node's first separator may be stale; the parent's key is exact
+                // enough (it bounds the right subtree from below).
+                let mut keys = right.keys;
+                if let Some(k0) = keys.first_mut() {
+                    *k0 = self.arena[id].keys[r].clone();
+                }
+                self.arena[lid].keys.extend(keys);
+                self.arena[lid].children.extend(right.children);
+            } else {
+                left.keys.extend(right.keys);
+                left.vals.extend(right.vals);
+            }
+            self.arena[id].children[l] = Child::Node(lid);
+            self.arena[id].children.remove(r);
+            self.arena[id].keys.remove(r);
+            i = l;
+        }
+        Ok(())
+    }
+
+    /// Writes a dirty node (and below it) to new pages; returns (first key, page) per piece.
+    fn spill(&mut self, id: NodeId) -> Result<Vec<(Vec<u8>, PageId)>> {
+        let mut node = std::mem::take(&mut self.arena[id]);
+        let mut append_only = node.append;
+        if node.leaf {
+            for v in node.vals.iter_mut() {
+                if let Val::Big(data) = v {
+                    let pages = pages_for(HEADER_SIZE + data.len()) as u64;
+                    let p = self.alloc(pages)?;
+                    self.writes.push((p, encode_overflow(data, p, self.seq)));
+                    *v = Val::Overflow {
+                        page: p,
+                        len: data.len(),
+                    };
+                }
+            }
+        } else {
+            let mut keys = Vec::with_capacity(node.keys.len());
+            let mut children = Vec::with_capacity(node.children.len());
+            let last = node.children.len().saturating_sub(1);
+            for (i, (k, c)) in node.keys.into_iter().zip(node.children).enumerate() {
+                match c {
+                    Child::Page(p) => {
+                        keys.push(k);
+                        children.push(Child::Page(p));
+                    }
+                    Child::Node(cid) => {
+                        let pieces = self.spill(cid)?;
+                        if pieces.len() > 1 && i != last {
+                            append_only = false;
+                        }
+                        for (pk, pp) in pieces {
+                            keys.push(pk);
+                            children.push(Child::Page(pp));
+                        }
+                    }
+                }
+            }
+            node.keys = keys;
+            node.children = children;
+        }
+        if node.len() == 0 {
+            return Ok(Vec::new());
+        }
+        let threshold = if append_only { PAGE_SIZE } else { self.fill };
+        let mut out = Vec::new();
+        for (a, b) in node.split_points(threshold) {
+            let pages = pages_for(node.size_of(a, b)) as u64;
+            let p = self.alloc(pages)?;
+            self.writes.push((p, node.encode(a, b, p, self.seq)));
+            out.push((node.keys[a].clone(), p));
+        }
+        Ok(out)
+    }
+
+    /// Spills a whole tree; returns its new root page (0 = empty).
+    fn spill_tree(&mut self, root: Option<Child>) -> Result<PageId> {
+        let Some(root) = root else { return Ok(0) };
+        let mut id = match root {
+            Child::Page(p) => return Ok(p),
+            Child::Node(id) => id,
+        };
+        self.rebalance(id)?;
+        // A branch root with a single child is replaced by that child.
+        loop {
+            let n = &self.arena[id];
+            if n.leaf || n.children.len() != 1 {
+                break;
+            }
+            match n.children[0] {
+                Child::Page(p) => return Ok(p),
+                Child::Node(c) => id = c,
+            }
+        }
+        let mut pieces = self.spill(id)?;
+        loop {
+            match pieces.len() {
+                0 => return Ok(0),
+                1 => return Ok(pieces[0].1),
+                _ => {
+                    let (keys, pages): (Vec<_>, Vec<_>) = pieces.into_iter().unzip();
+                    let children = pages.into_iter().map(Child::Page).collect();
+                    self.arena.push(Node {
+                        leaf: false,
+                        keys,
+                        vals: Vec::new(),
+                        children,
+                        append: true,
+                    });
+                    let nid = self.arena.len() - 1;
+                    pieces = self.spill(nid)?;
+                }
+            }
+        }
+    }
+
+    /// Writes the durable freelist chain; returns (head, id count).
+    fn spill_freelist(&mut self) -> Result<(PageId, u64)> {
+        let seq = self.seq;
+        let st = self.state();
+        let old = std::mem::take(&mut st.freelist_pages);
+        for p in old {
+            st.alloc.release(seq, p, 1);
+        }
+        let total = st.alloc.free.len() + st.alloc.pending_count();
+        let n = total.div_ceil(FREELIST_IDS_PER_PAGE);
+        let mut pages = Vec::with_capacity(n);
+        for _ in 0..n {
+            pages.push(self.alloc(1)?);
+        }
+        let ids = self.state().alloc.durable_free_list();
+        assert!(
+            ids.len() <= n * FREELIST_IDS_PER_PAGE,
+            "freelist pages were sized for the larger set"
+        );
+        for (j, &p) in pages.iter().enumerate() {
+            let chunk = ids.chunks(FREELIST_IDS_PER_PAGE).nth(j).unwrap_or(&[]);
+            let mut buf = vec![0u8; PAGE_SIZE];
+            Header {
+                kind: Kind::Freelist,
+                count: chunk.len() as u16,
+                overflow: 0,
+                aux: 0,
+                id: p,
+                seq,
+            }
+            .write(&mut buf);
+            wr_u64(
+                &mut buf,
+                HEADER_SIZE,
+                pages.get(j + 1).copied().unwrap_or(0),
+            );
+            for (i, id) in chunk.iter().enumerate() {
+                wr_u64(&mut buf, FREELIST_IDS_OFFSET + 8 * i, *id);
+            }
+            seal(&mut buf);
+            self.writes.push((p, buf));
+        }
+        let head = pages.first().copied().unwrap_or(0);
+        self.state().freelist_pages = pages;
+        Ok((head, ids.len() as u64))
+    }
+
+    /// Publishes the changes to readers without syncing. Survives a crash only once a later
+    /// durable commit (or [`crate::btree::Database::sync`]) completes.
+    pub fn commit(self) -> Result<()> {
+        self.finish(false)
+    }
+
+    /// Commits and makes everything up to this commit crash-safe (S2).
+    pub fn commit_durable(self) -> Result<()> {
+        self.finish(true)
+    }
+
+    /// Discards every change.
+    pub fn abort(self) {}
+
+    fn finish(mut self, durable: bool) -> Result<()> {
+        let r = self.try_finish(durable);
+        if r.is_err() {
+            // D2 for I/O failures; any other error (MapFull, corruption) also leaves this
+            // transaction's allocations inconsistent, so the writer stops until reopened.
+            self.shared.fail();
+        }
+        r
+    }
+
+    fn try_finish(&mut self, durable: bool) -> Result<()> {
+        // 1. Spill dirty buckets and record them in the catalog.
+        for i in 0..self.buckets.len() {
+            if !self.buckets[i].dirty {
+                continue;
+            }
+            let name = self.buckets[i].name.clone();
+            let mut catalog = self.catalog;
+            if self.buckets[i].deleted {
+                self.tree_delete(&mut catalog, &name)?;
+            } else {
+                let root = self.spill_tree(self.buckets[i].root)?;
+                let rec = encode_bucket(root, self.buckets[i].len);
+                self.tree_put(&mut catalog, &name, &rec)?;
+            }
+            self.catalog = catalog;
+        }
+        let catalog = self.spill_tree(self.catalog)?;
+        // 2. Freed runs wait for readers and durability (S3).
+        let seq = self.seq;
+        let freed = std::mem::take(&mut self.freed);
+        for (p, n) in freed {
+            self.state().alloc.release(seq, p, n);
+        }
+        let freelist = if durable {
+            Some(self.spill_freelist()?)
+        } else {
+            None
+        };
+        // 3. Grow the file, then write every new run.
+        let hwm = self.state().alloc.hwm;
+        let needed = hwm * PAGE_SIZE_U64;
+        if needed > self.state().file_len {
+            let cur = self.state().file_len;
+            let step = self.shared.options.grow_step.max(cur / 2);
+            let new_len = needed.max(cur + step).div_ceil(PAGE_SIZE_U64) * PAGE_SIZE_U64;
+            let new_len = new_len.min(self.shared.map.len() as u64).max(needed);
+            self.shared.backend.set_len(new_len)?;
+            self.state().file_len = new_len;
+        }
+        self.write_runs()?;
+        // 4. Durable: data first, then the meta that points at it (S2).
+        if let Some((freelist, free_count)) = freelist {
+            self.shared.backend.sync()?;
+            let txid = self.state().txid + 1;
+            let meta = Meta {
+                txid,
+                seq,
+                catalog,
+                freelist,
+                free_count,
+                hwm,
+            };
+            self.shared
+                .backend
+                .write((txid % 2) * PAGE_SIZE_U64, &meta.encode())?;
+            self.shared.backend.sync()?;
+            let st = self.state();
+            st.txid = txid;
+            st.durable_seq = seq;
+        }
+        // 5. Publish.
+        let snap = Arc::new(Snapshot { seq, catalog, hwm });
+        self.state().history.push_back(snap.clone());
+        self.shared.published.store(snap);
+        Ok(())
+    }
+
+    /// Writes the collected runs in page order, coalescing neighbours into one write.
+    fn write_runs(&mut self) -> Result<()> {
+        let mut writes = std::mem::take(&mut self.writes);
+        writes.sort_unstable_by_key(|w| w.0);
+        let mut i = 0;
+        while i < writes.len() {
+            let start = writes[i].0;
+            let mut end = start + (writes[i].1.len() / PAGE_SIZE) as u64;
+            let mut j = i + 1;
+            while j < writes.len() && writes[j].0 == end {
+                end += (writes[j].1.len() / PAGE_SIZE) as u64;
+                j += 1;
+            }
+            if j == i + 1 {
+                self.shared
+                    .backend
+                    .write(start * PAGE_SIZE_U64, &writes[i].1)?;
+            } else {
+                let mut buf = Vec::with_capacity(((end - start) as usize) * PAGE_SIZE);
+                for w in &writes[i..j] {
+                    buf.extend_from_slice(&w.1);
+                }
+                self.shared.backend.write(start * PAGE_SIZE_U64, &buf)?;
+            }
+            i = j;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WriteTxn<'_> {
+    fn drop(&mut self) {
+        // Hand the writer state back. After a failed commit it is not: D2, reopen to write.
+        if let Some(state) = self.state.take() {
+            if !self.shared.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                *self.shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+            }
+        }
+    }
+}
+
+/// Changes to one bucket inside a write transaction.
+pub struct BucketMut<'t, 'db> {
+    txn: &'t mut WriteTxn<'db>,
+    idx: usize,
+}
+
+impl BucketMut<'_, '_> {
+    /// Inserts or replaces `key`. Keys are 1..=32 KiB; values up to 1 GiB.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_key(key)?;
+        check_value(value)?;
+        let mut root = self.txn.buckets[self.idx].root;
+        let new = self.txn.tree_put(&mut root, key, value)?;
+        let b = &mut self.txn.buckets[self.idx];
+        b.root = root;
+        b.dirty = true;
+        b.len += new as u64;
+        Ok(())
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool> {
+        let mut root = self.txn.buckets[self.idx].root;
+        let found = self.txn.tree_delete(&mut root, key)?;
+        if found {
+            let b = &mut self.txn.buckets[self.idx];
+            b.root = root;
+            b.dirty = true;
+            b.len -= 1;
+        }
+        Ok(found)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
+        self.txn.src().get(self.txn.buckets[self.idx].root, key)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> u64 {
+        self.txn.buckets[self.idx].len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries in [start, end), in key order (`reverse`: descending), including this
+    /// transaction's changes.
+    pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Range<'_> {
+        Range::new(
+            Cursor::new(self.txn.src(), self.txn.buckets[self.idx].root),
+            start,
+            end,
+            reverse,
+        )
+    }
+}
+
+const _: () = assert!(FIRST_DATA_PAGE == 2);
