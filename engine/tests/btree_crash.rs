@@ -256,7 +256,7 @@ fn a_failed_write_or_sync_stops_writes_until_reopen() {
         let mut w = db.begin_write().unwrap();
         w.bucket(b"kv").unwrap().put(b"after", b"reopen").unwrap();
         w.commit_durable().unwrap();
-        if attempt as u64 - 1 >= per_commit {
+        if attempt as u64 > per_commit {
             break;
         }
     }
