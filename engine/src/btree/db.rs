@@ -196,6 +196,8 @@ impl Database {
         self.begin_write()?.commit_durable()
     }
 
+    /// Sizes of the latest snapshot. Free-page counts come from the writer and read 0 while a
+    /// write transaction is open.
     pub fn stats(&self) -> Result<Stats> {
         let shared = self.inner.load_full();
         let snap = shared.published.load_full();
@@ -218,7 +220,7 @@ impl Database {
         }
         Ok(Stats {
             file_size: shared.backend.len()?,
-            size_in_use: (snap.hwm - free - pending) * PAGE_SIZE_U64,
+            size_in_use: snap.hwm.saturating_sub(free + pending) * PAGE_SIZE_U64,
             high_water_mark: snap.hwm,
             pages_free: free,
             pages_pending: pending,
