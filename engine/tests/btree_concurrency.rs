@@ -18,7 +18,7 @@ fn key(k: u64) -> Vec<u8> {
 
 /// The value written for key `k` by commit `i`: sometimes large enough to overflow.
 fn value(k: u64, i: u64) -> Vec<u8> {
-    let len = if k % 40 == 0 {
+    let len = if k.is_multiple_of(40) {
         1500 + (i % 7) as usize * 300
     } else {
         16 + (i % 50) as usize
