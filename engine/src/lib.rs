@@ -2,3 +2,4 @@
 //! store, watch and lease are built on it. No networking and no Raft here (DESIGN.md §1).
 
 pub mod btree;
+pub mod mvcc;

@@ -196,6 +196,12 @@ impl Database {
         self.begin_write()?.commit_durable()
     }
 
+    /// Bytes below the high-water mark of the latest snapshot (free pages included): what a
+    /// size quota measures. Cheap.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.load().published.load().hwm * PAGE_SIZE_U64
+    }
+
     /// Sizes of the latest snapshot. Free-page counts come from the writer and read 0 while a
     /// write transaction is open.
     pub fn stats(&self) -> Result<Stats> {

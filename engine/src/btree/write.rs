@@ -225,6 +225,50 @@ impl<'db> WriteTxn<'db> {
         Ok(names)
     }
 
+    /// The root of a bucket as this transaction sees it, without caching it (so `&self`).
+    fn peek_root(&self, name: &[u8]) -> Result<Option<Child>> {
+        if let Some(&i) = self.by_name.get(name) {
+            let b = &self.buckets[i];
+            return if b.deleted {
+                Err(Error::BucketNotFound(name.to_vec()))
+            } else {
+                Ok(b.root)
+            };
+        }
+        let v = self
+            .src()
+            .get(self.catalog, name)?
+            .ok_or_else(|| Error::BucketNotFound(name.to_vec()))?;
+        let (root, _) = decode_bucket(v)?;
+        Ok((root != 0).then_some(Child::Page(root)))
+    }
+
+    /// Reads `key` of bucket `name`, including this transaction's changes.
+    pub fn get_in(&self, name: &[u8], key: &[u8]) -> Result<Option<&[u8]>> {
+        self.src().get(self.peek_root(name)?, key)
+    }
+
+    /// Entries of bucket `name` in the bounds, including this transaction's changes.
+    pub fn range_in(
+        &self,
+        name: &[u8],
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+    ) -> Result<Range<'_>> {
+        Ok(Range::new(
+            Cursor::new(self.src(), self.peek_root(name)?),
+            start,
+            end,
+            reverse,
+        ))
+    }
+
+    /// Counts entries of bucket `name` in the bounds without reading values.
+    pub fn count_in(&self, name: &[u8], start: Bound<&[u8]>, end: Bound<&[u8]>) -> Result<u64> {
+        Cursor::new(self.src(), self.peek_root(name)?).count(start, end)
+    }
+
     /// A handle to change one bucket.
     pub fn bucket<'t>(&'t mut self, name: &[u8]) -> Result<BucketMut<'t, 'db>> {
         let idx = self
