@@ -131,7 +131,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     .unwrap();
     let path = dir.path().join("kv");
     let mut store = KvStore::open(&path, opts()).unwrap();
-    let mut m = Model::default();
+    // etcd's conventions: revision 1 before the first write, no compaction yet.
+    let mut m = Model {
+        rev: 1,
+        compacted: -1,
+        ..Model::default()
+    };
     let mut applied = 0u64;
     for op in ops {
         let mut w = store.write().unwrap();

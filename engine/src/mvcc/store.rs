@@ -118,9 +118,25 @@ impl View for btree::WriteTxn<'_> {
 }
 
 fn meta_i64(v: &dyn View, name: &[u8]) -> btree::Result<i64> {
-    Ok(v.get(META, name)?
-        .map_or(0, |b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))))
+    meta_or(v, name, 0)
 }
+
+fn meta_or(v: &dyn View, name: &[u8], default: i64) -> btree::Result<i64> {
+    match v.get(META, name)? {
+        None => Ok(default),
+        Some(b) => Ok(i64::from_le_bytes(b.try_into().map_err(|_| {
+            btree::Error::Corrupted {
+                page: 0,
+                reason: "bad meta value".into(),
+            }
+        })?)),
+    }
+}
+
+/// etcd's store starts at revision 1 (the first write is revision 2) and with no compaction
+/// (compactMainRev -1, so even `compact 0` and `compact 1` succeed once).
+const INITIAL_REV: i64 = 1;
+const NO_COMPACTION: i64 = -1;
 
 /// etcd's key/range_end convention as B+tree bounds over user keys.
 fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
@@ -469,8 +485,8 @@ impl KvStore {
     /// A consistent snapshot for reads; `Send + Sync`.
     pub fn read(&self) -> KvResult<KvRead> {
         let txn = self.db.begin_read();
-        let rev = meta_i64(&txn, META_REV)?;
-        let compacted = meta_i64(&txn, META_COMPACT)?;
+        let rev = meta_or(&txn, META_REV, INITIAL_REV)?;
+        let compacted = meta_or(&txn, META_COMPACT, NO_COMPACTION)?;
         Ok(KvRead {
             txn,
             rev,
@@ -481,8 +497,8 @@ impl KvStore {
     /// Starts an apply batch. One at a time (the apply core).
     pub fn write(&self) -> KvResult<KvWrite<'_>> {
         let txn = self.db.begin_write()?;
-        let rev = meta_i64(&txn, META_REV)?;
-        let compacted = meta_i64(&txn, META_COMPACT)?;
+        let rev = meta_or(&txn, META_REV, INITIAL_REV)?;
+        let compacted = meta_or(&txn, META_COMPACT, NO_COMPACTION)?;
         let nospace = meta_i64(&txn, META_NOSPACE)? != 0;
         Ok(KvWrite {
             txn,
@@ -510,8 +526,8 @@ impl KvStore {
     /// stopped (a cursor in the meta bucket). Returns true when physical compaction is complete.
     pub fn compact_step(&self, max: usize) -> KvResult<bool> {
         let mut w = self.db.begin_write()?;
-        let target = meta_i64(&w, META_COMPACT)?;
-        let done = meta_i64(&w, META_COMPACT_DONE)?;
+        let target = meta_or(&w, META_COMPACT, NO_COMPACTION)?;
+        let done = meta_or(&w, META_COMPACT_DONE, NO_COMPACTION)?;
         if done >= target {
             return Ok(true);
         }
