@@ -3,10 +3,12 @@
 //! batches, size quota, HashKV. Types mirror etcd's API (`types.rs`); the byte layout of the
 //! buckets is in `keys.rs`; the logic in `store.rs`.
 
+mod autocompact;
 mod keys;
 mod store;
 mod types;
 
+pub use autocompact::{AutoCompaction, AutoCompactor};
 pub use keys::{ArchivedRecord, Record};
 pub use store::{
     check_delete, check_put, check_range, check_txn, KvRead, KvStore, KvWrite, StoreOptions,
