@@ -269,7 +269,7 @@ impl Database {
                 .free
                 .iter()
                 .copied()
-                .chain(state.alloc.pending.values().flatten().copied());
+                .chain(state.alloc.pending_pages());
             for p in free {
                 if !(FIRST_DATA_PAGE..snap.hwm).contains(&p) {
                     w.problem(p, "free page beyond the high-water mark");

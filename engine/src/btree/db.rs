@@ -69,7 +69,7 @@ impl WriterState {
             self.history.pop_front();
         }
         let oldest_reader = self.history.front().map_or(u64::MAX, |s| s.seq);
-        self.alloc.reclaim(oldest_reader.min(self.durable_seq));
+        self.alloc.reclaim(oldest_reader, self.durable_seq);
     }
 }
 

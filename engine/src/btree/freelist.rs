@@ -5,8 +5,12 @@
 //! reused once (S3) no open reader holds a snapshot < T *and* the last durable commit is >= T
 //! (otherwise a crash would reopen a tree that still points at it). Until then it waits in
 //! `pending[T]`.
+//!
+//! Exception: a page allocated after the last durable commit is not in that commit's tree, so
+//! once freed it only waits for readers (`pending_fresh[T]`). Without this, a run of visible
+//! commits with no durable one in between could never reuse a page.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::btree::page::{PageId, FIRST_DATA_PAGE};
 
@@ -16,6 +20,10 @@ pub struct Allocator {
     pub free: BTreeSet<PageId>,
     /// Freed by commit `seq`, waiting for readers and durability.
     pub pending: BTreeMap<u64, Vec<PageId>>,
+    /// Freed by commit `seq`, allocated after the last durable commit: waiting for readers.
+    pub pending_fresh: BTreeMap<u64, Vec<PageId>>,
+    /// Pages allocated since the last durable commit.
+    pub fresh: HashSet<PageId>,
     /// Pages [hwm, ...) have never been handed out in the durable lineage.
     pub hwm: u64,
 }
@@ -26,6 +34,8 @@ impl Allocator {
         Allocator {
             free: free.into_iter().collect(),
             pending: BTreeMap::new(),
+            pending_fresh: BTreeMap::new(),
+            fresh: HashSet::new(),
             hwm,
         }
     }
@@ -33,6 +43,12 @@ impl Allocator {
     /// A run of `n` contiguous pages: the lowest free run, else from the high-water mark.
     /// Returns the first page and whether it was reused (so its verified bits must be cleared).
     pub fn alloc(&mut self, n: u64) -> PageId {
+        let p = self.alloc_run(n);
+        self.fresh.extend(p..p + n);
+        p
+    }
+
+    fn alloc_run(&mut self, n: u64) -> PageId {
         debug_assert!(n >= 1);
         if n == 1 {
             if let Some(p) = self.free.pop_first() {
@@ -67,34 +83,61 @@ impl Allocator {
     }
 
     pub fn release(&mut self, seq: u64, first: PageId, n: u64) {
-        self.pending
-            .entry(seq)
-            .or_default()
-            .extend(first..first + n);
+        for p in first..first + n {
+            if self.fresh.remove(&p) {
+                self.pending_fresh.entry(seq).or_default().push(p);
+            } else {
+                self.pending.entry(seq).or_default().push(p);
+            }
+        }
     }
 
-    /// Moves every page freed at a sequence <= `limit` to the reusable set.
-    pub fn reclaim(&mut self, limit: u64) {
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() > limit {
-                break;
+    /// A durable commit completed: every page allocated so far is in its tree (or free in it).
+    pub fn durable(&mut self) {
+        self.fresh.clear();
+    }
+
+    /// Moves pages to the reusable set: those freed at a sequence <= `oldest_reader` that were
+    /// allocated after the last durable commit, and the others freed at a sequence <=
+    /// min(`oldest_reader`, `durable_seq`).
+    pub fn reclaim(&mut self, oldest_reader: u64, durable_seq: u64) {
+        let limit = oldest_reader.min(durable_seq);
+        for (map, limit) in [
+            (&mut self.pending_fresh, oldest_reader),
+            (&mut self.pending, limit),
+        ] {
+            while let Some(entry) = map.first_entry() {
+                if *entry.key() > limit {
+                    break;
+                }
+                let pages = entry.remove();
+                self.free.extend(pages);
             }
-            let pages = entry.remove();
-            self.free.extend(pages);
         }
     }
 
     pub fn pending_count(&self) -> usize {
-        self.pending.values().map(Vec::len).sum()
+        self.pending
+            .values()
+            .chain(self.pending_fresh.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Every freed page not yet reusable.
+    pub fn pending_pages(&self) -> impl Iterator<Item = PageId> + '_ {
+        self.pending
+            .values()
+            .chain(self.pending_fresh.values())
+            .flatten()
+            .copied()
     }
 
     /// Every page that is free in the durable image about to be written: reusable ones and
     /// pending ones (all pending pages were freed by commits up to the one being made durable).
     pub fn durable_free_list(&self) -> Vec<PageId> {
         let mut v: Vec<PageId> = self.free.iter().copied().collect();
-        for p in self.pending.values() {
-            v.extend_from_slice(p);
-        }
+        v.extend(self.pending_pages());
         v.sort_unstable();
         v
     }
@@ -120,9 +163,29 @@ mod tests {
         let mut a = Allocator::new(10, []);
         a.release(3, 4, 2);
         a.release(5, 7, 1);
-        a.reclaim(4);
+        a.reclaim(4, 4);
         assert_eq!(a.free.iter().copied().collect::<Vec<_>>(), vec![4, 5]);
         assert_eq!(a.pending_count(), 1);
         assert_eq!(a.durable_free_list(), vec![4, 5, 7]);
+    }
+
+    #[test]
+    fn pages_allocated_after_the_last_durable_commit_wait_only_for_readers() {
+        let mut a = Allocator::new(10, []);
+        let p = a.alloc(1);
+        a.release(7, p, 1);
+        a.release(7, 3, 1);
+        // Durable commit at 2: page 3 may be in it, page p cannot.
+        a.reclaim(7, 2);
+        assert_eq!(a.free.iter().copied().collect::<Vec<_>>(), vec![p]);
+        let q = a.alloc(1);
+        assert_eq!(q, p);
+        a.durable();
+        a.release(8, q, 1);
+        a.reclaim(8, 2);
+        assert!(
+            a.free.is_empty(),
+            "after a durable commit the page is in a durable tree"
+        );
     }
 }

@@ -679,6 +679,7 @@ impl<'db> WriteTxn<'db> {
             let st = self.state();
             st.txid = txid;
             st.durable_seq = seq;
+            st.alloc.durable();
         }
         // 5. Publish.
         let snap = Arc::new(Snapshot { seq, catalog, hwm });
