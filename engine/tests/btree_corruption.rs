@@ -370,19 +370,6 @@ fn forged_meta_fields_never_panic() {
                 u64::MAX,
             ];
             for v in values {
-                // Left out until the engine bounds them (engine-tests report, 2026-11-25): in the
-                // newest slot, txid or seq = u64::MAX overflow `+ 1` when a write begins or
-                // commits (write.rs), and hwm >= 2^52 overflows `hwm * PAGE_SIZE` in open
-                // (db.rs pick_meta). Each panics today; delete this filter with the fix.
-                let known_panic = slot == image.newest_slot
-                    && match name {
-                        "txid" | "seq" => v == u64::MAX,
-                        "hwm" => v >= 1 << 52,
-                        _ => false,
-                    };
-                if known_panic {
-                    continue;
-                }
                 let mut f = img.clone();
                 let m = &mut f[slot * PAGE_SIZE..];
                 m[at..at + 8].copy_from_slice(&v.to_le_bytes());

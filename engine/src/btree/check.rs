@@ -40,6 +40,7 @@ enum Use {
 struct Walker<'a> {
     map: &'a crate::btree::mmap::Mmap,
     hwm: u64,
+    seq: u64,
     uses: Vec<Use>,
     problems: Vec<Problem>,
     leaf_depth: Option<usize>,
@@ -92,6 +93,16 @@ impl<'a> Walker<'a> {
             self.problem(
                 id,
                 format!("run of {} pages past the high-water mark", h.run_pages()),
+            );
+            return None;
+        }
+        if h.seq > self.seq {
+            self.problem(
+                id,
+                format!(
+                    "written by commit {}, after the snapshot's {}",
+                    h.seq, self.seq
+                ),
             );
             return None;
         }
@@ -193,6 +204,7 @@ impl Database {
         let mut w = Walker {
             map: &shared.map,
             hwm: snap.hwm,
+            seq: snap.seq,
             uses: vec![Use::Unused; snap.hwm as usize],
             problems: Vec::new(),
             leaf_depth: None,
@@ -303,7 +315,7 @@ fn collect_leaf_entries(
     let Ok(h) = Header::read(w.map.pages(id, 1)) else {
         return;
     };
-    if id + h.run_pages() > w.hwm {
+    if h.seq > w.seq || id.checked_add(h.run_pages()).is_none_or(|end| end > w.hwm) {
         return;
     }
     let run = w.map.pages(id, h.run_pages());

@@ -87,6 +87,8 @@ pub(crate) struct Source<'a> {
     pub shared: &'a Shared,
     /// Page ids at or above this are outside the snapshot (D1 bound).
     pub hwm: u64,
+    /// Runs written by a later commit than this are not part of the snapshot (D1 bound).
+    pub seq: u64,
     /// Dirty nodes of a write transaction; empty for a read transaction.
     pub arena: &'a [Node],
 }
@@ -97,7 +99,7 @@ impl<'a> Source<'a> {
         match c {
             Child::Node(id) => Ok(NodeRef::Dirty(&self.arena[id])),
             Child::Page(pid) => {
-                let (run, h) = self.shared.run(pid, self.hwm)?;
+                let (run, h) = self.shared.run(pid, self.hwm, self.seq)?;
                 match h.kind {
                     Kind::Leaf | Kind::Branch => Ok(NodeRef::Page(NodePage::new(run, &h))),
                     k => Err(corrupted(pid, format!("expected a tree node, found {k:?}"))),
@@ -111,7 +113,7 @@ impl<'a> Source<'a> {
         match v {
             Value::Bytes(b) => Ok(b),
             Value::Overflow { page, len } => {
-                let (run, h) = self.shared.run(page, self.hwm)?;
+                let (run, h) = self.shared.run(page, self.hwm, self.seq)?;
                 if h.kind != Kind::Overflow || h.aux as usize != len {
                     return Err(corrupted(
                         page,

@@ -85,9 +85,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The validated run starting at `id`, which must lie below `hwm` (D1).
+    /// The validated run starting at `id`, which must lie below `hwm` and have been written by a
+    /// commit no later than `seq` (D1). The second bound catches a tree whose pages were reused
+    /// by later commits — e.g. after falling back to the older meta when the newer one is bad.
     #[inline]
-    pub fn run(&self, id: PageId, hwm: u64) -> Result<(&[u8], Header)> {
+    pub fn run(&self, id: PageId, hwm: u64, seq: u64) -> Result<(&[u8], Header)> {
         if !(FIRST_DATA_PAGE..hwm).contains(&id) {
             return Err(corrupted(id, format!("page id outside [2, {hwm})")));
         }
@@ -97,6 +99,12 @@ impl Shared {
             return Err(corrupted(
                 id,
                 format!("run of {n} pages runs past page {hwm}"),
+            ));
+        }
+        if h.seq > seq {
+            return Err(corrupted(
+                id,
+                format!("written by commit {}, after the snapshot's {seq}", h.seq),
             ));
         }
         let run = self.map.pages(id, n);
@@ -340,7 +348,7 @@ fn load_freelist(shared: &Shared, meta: &Meta) -> Result<(Vec<PageId>, Vec<PageI
         if pages.len() as u64 > meta.hwm {
             return Err(corrupted(next, "freelist chain loops"));
         }
-        let (run, h) = shared.run(next, meta.hwm)?;
+        let (run, h) = shared.run(next, meta.hwm, meta.seq)?;
         if h.kind != Kind::Freelist {
             return Err(corrupted(
                 next,

@@ -61,6 +61,10 @@ pub const MAX_KEY_LEN: usize = 32 * 1024;
 pub const MAX_INLINE_VALUE: usize = 1024;
 /// Hard upper bound on one value (the run length must fit the header's u32 fields).
 pub const MAX_VALUE_LEN: usize = 1 << 30;
+/// No file has more pages than this (4 PiB); a meta that says so is corrupt.
+pub const MAX_PAGES: u64 = 1 << 40;
+/// Commit counters stay far below this; a meta at or above it is corrupt (and `+ 1` is safe).
+pub const MAX_COUNTER: u64 = 1 << 62;
 /// A node deeper than this is certainly a cycle in a corrupt file.
 pub const MAX_DEPTH: usize = 64;
 
@@ -186,6 +190,18 @@ impl Meta {
         };
         if m.txid % 2 != slot {
             return Err(format!("txid {} in meta slot {slot}", m.txid));
+        }
+        if m.txid >= MAX_COUNTER || m.seq >= MAX_COUNTER {
+            return Err(format!(
+                "txid {} or sequence {} out of range",
+                m.txid, m.seq
+            ));
+        }
+        if m.hwm > MAX_PAGES {
+            return Err(format!(
+                "high-water mark {} beyond {MAX_PAGES} pages",
+                m.hwm
+            ));
         }
         if m.hwm < FIRST_DATA_PAGE {
             return Err(format!(

@@ -29,6 +29,7 @@ impl ReadTxn {
         Source {
             shared: &self.shared,
             hwm: self.snap.hwm,
+            seq: self.snap.seq,
             arena: &[],
         }
     }

@@ -99,6 +99,7 @@ impl<'db> WriteTxn<'db> {
         Source {
             shared: &self.shared,
             hwm: self.base.hwm,
+            seq: self.base.seq,
             arena: &self.arena,
         }
     }
@@ -188,7 +189,7 @@ impl<'db> WriteTxn<'db> {
             }
         }
         if let Child::Page(p) = c {
-            let (_, h) = self.shared.run(p, self.base.hwm)?;
+            let (_, h) = self.shared.run(p, self.base.hwm, self.base.seq)?;
             self.freed.push((p, h.run_pages()));
         }
         self.freed.extend(overflow);
@@ -285,7 +286,7 @@ impl<'db> WriteTxn<'db> {
         match c {
             Child::Node(id) => Ok(id),
             Child::Page(pid) => {
-                let (run, h) = self.shared.run(pid, self.base.hwm)?;
+                let (run, h) = self.shared.run(pid, self.base.hwm, self.base.seq)?;
                 if !matches!(h.kind, Kind::Leaf | Kind::Branch) {
                     return Err(corrupted(
                         pid,
