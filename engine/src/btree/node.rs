@@ -119,17 +119,20 @@ impl Node {
     /// single entry larger than a page becomes a multi-page piece of its own.
     pub fn split_points(&self, threshold: usize) -> Vec<(usize, usize)> {
         let n = self.len();
+        let sizes: Vec<usize> = (0..n).map(|i| self.entry_size(i)).collect();
+        // Bytes of entries [start, n); kept up to date so the whole split is linear.
+        let mut rest: usize = sizes.iter().sum();
         let mut out = Vec::new();
         let mut start = 0;
         while start < n {
-            if self.size_of(start, n) <= PAGE_SIZE {
+            if HEADER_SIZE + 15 + rest <= PAGE_SIZE {
                 out.push((start, n));
                 break;
             }
             let mut size = HEADER_SIZE + 15;
             let mut end = start;
             while end < n {
-                let s = self.entry_size(end);
+                let s = sizes[end];
                 // Leave at least one entry behind: the rest is known not to fit one page.
                 if end > start && (size + s > threshold || size + s > PAGE_SIZE) {
                     break;
@@ -144,6 +147,7 @@ impl Node {
             if !self.leaf && end - start == 1 && end < n {
                 end += 1;
             }
+            rest -= sizes[start..end].iter().sum::<usize>();
             out.push((start, end));
             start = end;
         }
