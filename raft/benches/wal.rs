@@ -1,0 +1,2 @@
+//! WAL benchmark (placeholder until the measurement harness lands).
+fn main() {}
