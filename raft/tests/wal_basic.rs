@@ -8,6 +8,7 @@ use keel_raft::wal::{
 };
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use wal_common::{entry, run, small};
 
 async fn append_range(wal: &Wal, lo: u64, hi: u64, term: u64) {
@@ -234,13 +235,13 @@ fn gateway_rejects_gaps_and_oversized_entries() {
 type OpFilter = fn(&IoOp) -> bool;
 
 fn fail_nth(pred: OpFilter, n: usize) -> IoHook {
-    let seen = Cell::new(0usize);
+    let seen = AtomicUsize::new(0);
     IoHook::new(move |op| {
         if !pred(&op) {
             return None;
         }
-        seen.set(seen.get() + 1);
-        (seen.get() == n).then(|| std::io::Error::other("injected EIO"))
+        let k = seen.fetch_add(1, Ordering::Relaxed) + 1;
+        (k == n).then(|| std::io::Error::other("injected EIO"))
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// Everything a WAL operation can fail with.
 #[derive(Clone, Debug)]
@@ -15,7 +15,7 @@ pub enum WalError {
         /// The file or directory.
         path: PathBuf,
         /// The OS error (shared: every waiter of the failed group gets it).
-        source: Rc<std::io::Error>,
+        source: Arc<std::io::Error>,
     },
     /// Data on disk failed its checks and is followed by valid data, or breaks the log's structure:
     /// the WAL refuses to open (D1).
@@ -59,7 +59,7 @@ impl WalError {
         Self::Io {
             op,
             path: path.to_path_buf(),
-            source: Rc::new(source),
+            source: Arc::new(source),
         }
     }
 

@@ -6,7 +6,7 @@
 
 use super::error::WalError;
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// A WAL I/O operation about to be issued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +34,12 @@ pub enum IoOp {
     },
 }
 
-type HookFn = dyn Fn(IoOp) -> Option<std::io::Error>;
+type HookFn = dyn Fn(IoOp) -> Option<std::io::Error> + Send + Sync;
 
 /// Called before each write and sync; an `Err` it returns is treated exactly like the kernel
 /// failing that operation.
 #[derive(Clone, Default)]
-pub struct IoHook(Option<Rc<HookFn>>);
+pub struct IoHook(Option<Arc<HookFn>>);
 
 impl IoHook {
     /// No injected faults.
@@ -48,8 +48,8 @@ impl IoHook {
     }
 
     /// Calls `f` before every operation; `Some(err)` fails it.
-    pub fn new(f: impl Fn(IoOp) -> Option<std::io::Error> + 'static) -> Self {
-        Self(Some(Rc::new(f)))
+    pub fn new(f: impl Fn(IoOp) -> Option<std::io::Error> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
     }
 
     pub(crate) fn check(&self, op: IoOp) -> Result<(), WalError> {
@@ -58,7 +58,7 @@ impl IoHook {
             Some(e) => Err(WalError::Io {
                 op: "injected fault",
                 path: format!("{op:?}").into(),
-                source: Rc::new(e),
+                source: Arc::new(e),
             }),
         }
     }
