@@ -354,6 +354,46 @@ impl Wal {
         }
     }
 
+    /// Waits until the next segment is fully prepared (allocated, zero-filled, synced), so the
+    /// next rollover costs nothing. Optional: `open` starts the preparation in the background;
+    /// call this after `open` to keep that I/O out of the first appends' way (benchmarks do).
+    pub async fn ready_next_segment(&self) -> Result<(), WalError> {
+        // Take the writer's turn, so no rollover can race for the spare meanwhile.
+        std::future::poll_fn(|cx| {
+            let mut st = self.sh.borrow_mut();
+            if let Err(e) = st.check_failed() {
+                return Poll::Ready(Err(e));
+            }
+            if !st.flushing {
+                st.flushing = true;
+                return Poll::Ready(Ok(()));
+            }
+            st.waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await?;
+        let mut guard = FlushGuard {
+            sh: &self.sh,
+            done: false,
+        };
+        let spare = self.sh.borrow_mut().spare.take();
+        let r = match spare {
+            Some(Spare::Preparing(task)) => task.await.map(|(f, h)| Some(Spare::Ready(f, h))),
+            other => Ok(other),
+        };
+        match r {
+            Ok(s) => {
+                self.sh.borrow_mut().spare = s;
+                guard.finish(None);
+                Ok(())
+            }
+            Err(e) => {
+                guard.finish(Some(&e));
+                Err(e)
+            }
+        }
+    }
+
     /// Releases whole segments whose entries all have index ≤ `index` (log compaction). `index`
     /// must not pass the durable snapshot marker. Never releases the segment being written.
     /// Returns how many segments were removed.
