@@ -7,7 +7,8 @@
 //!
 //! `cargo bench -p keel-raft --bench wal` (release profile). Environment: `KEEL_WAL_BENCH_SECS`
 //! (seconds per case, default 3), `KEEL_WAL_BENCH_ROUNDS` (interleaved rounds, default 3), `KEEL_WAL_BENCH_DIR` (directory on the disk to measure; default a
-//! temporary directory under the system temp dir).
+//! temporary directory under the system temp dir), `KEEL_WAL_BENCH_COALESCE=0` (turn
+//! `WalOptions::coalesce` off).
 
 use glommio::io::OpenOptions;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -170,6 +171,7 @@ async fn wal_case(dir: &Path, secs: f64, appenders: usize, sync: SyncMode) -> Ro
         &wdir,
         WalOptions {
             sync,
+            coalesce: std::env::var("KEEL_WAL_BENCH_COALESCE").map_or(true, |v| v != "0"),
             ..WalOptions::default()
         },
     )

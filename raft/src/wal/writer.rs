@@ -597,6 +597,9 @@ impl Drop for FlushGuard<'_> {
 
 /// Writes one group: everything queued, up to the group bound.
 async fn flush(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
+    if sh.borrow().opts.coalesce {
+        glommio::executor().yield_now().await;
+    }
     let (subs, body_len) = {
         let mut st = sh.borrow_mut();
         let limit = st
