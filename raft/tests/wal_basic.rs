@@ -63,10 +63,18 @@ fn entries_and_hard_state_survive_reopen_in_both_sync_modes() {
 
 #[test]
 fn concurrent_appenders_share_groups() {
+    for coalesce in [true, false] {
+        concurrent_appenders_share_groups_with(coalesce);
+    }
+}
+
+fn concurrent_appenders_share_groups_with(coalesce: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let wal = Wal::open(&path, WalOptions::default()).await.unwrap();
+        let opts = WalOptions { coalesce, ..WalOptions::default() };
+        let wal = Wal::open(&path, opts).await.unwrap();
+        wal.ready_next_segment().await.unwrap();
         let next = Rc::new(Cell::new(1u64));
         let tasks: Vec<_> = (0..200)
             .map(|_| {
