@@ -72,7 +72,10 @@ fn concurrent_appenders_share_groups_with(coalesce: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let opts = WalOptions { coalesce, ..WalOptions::default() };
+        let opts = WalOptions {
+            coalesce,
+            ..WalOptions::default()
+        };
         let wal = Wal::open(&path, opts).await.unwrap();
         wal.ready_next_segment().await.unwrap();
         let next = Rc::new(Cell::new(1u64));

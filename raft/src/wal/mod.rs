@@ -7,9 +7,10 @@
 //! # Files
 //!
 //! A directory of segments `<seq:016x>.wal` (seq = 1, 2, ...; a removed prefix is allowed, a gap
-//! is not), each `segment_size` bytes (64 MiB by default), created as `.wal.tmp`, allocated,
-//! zero-filled, synced and renamed by a background task before it is needed, so every append
-//! overwrites allocated, already-written blocks. Leftover `.wal.tmp` files are removed on open.
+//! is not), each `segment_size` bytes (64 MiB by default), created as `<seq>.<salt>.wal.tmp`,
+//! allocated, zero-filled, synced and linked into place (never over an existing file) by a
+//! background task before it is needed, so every append overwrites allocated, already-written
+//! blocks. Leftover `.wal.tmp` files are removed on open.
 //!
 //! # Byte layout (all integers little-endian, fixed width)
 //!

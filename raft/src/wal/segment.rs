@@ -2,7 +2,8 @@
 //! recovery and the dump tool share.
 //!
 //! A segment is `<seq as 16 hex digits>.wal`, `segment_size` bytes, block 0 its header. It is
-//! created as `<seq>.wal.tmp`, allocated, zero-filled, synced, renamed, and the directory synced, so
+//! created as `<seq>.<salt>.wal.tmp`, allocated, zero-filled, synced, linked to its final name
+//! (never replacing an existing file), and the directory synced, so
 //! a `.wal` file always has a valid header and every later write into it overwrites allocated,
 //! already-written blocks. Owns no WAL state.
 
@@ -118,7 +119,13 @@ pub fn list_segments(dir: &Path, clean: bool) -> Result<Vec<u64>, WalError> {
             seqs.push(seq);
         } else if clean && name.ends_with(".wal.tmp") {
             // A segment whose preparation a crash interrupted; never referenced by anything.
-            std::fs::remove_file(ent.path()).map_err(|e| WalError::io("remove", &ent.path(), e))?;
+            // (Or one a dropped WAL's cancelled task is still finishing: it may vanish meanwhile.)
+            match std::fs::remove_file(ent.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(WalError::io("remove", &ent.path(), e));
+                }
+                _ => {}
+            }
         }
     }
     seqs.sort_unstable();
@@ -149,7 +156,7 @@ pub async fn open_segment(path: &Path, dsync: bool) -> Result<DmaFile, WalError>
 }
 
 /// Creates segment `seq` in `dir`, fully allocated and zero-filled, header written, everything
-/// synced and renamed into place; returns it opened for the WAL.
+/// synced and linked into place; returns it opened for the WAL.
 pub async fn prepare_segment(
     dir: &Path,
     seq: u64,
@@ -157,13 +164,15 @@ pub async fn prepare_segment(
     dsync: bool,
     hook: &IoHook,
 ) -> Result<(DmaFile, SegmentHeader), WalError> {
-    let tmp = dir.join(format!("{seq:016x}.wal.tmp"));
-    let path = segment_path(dir, seq);
     let header = SegmentHeader {
         seq,
         salt: random_salt(seq),
         segment_size,
     };
+    // A name of its own, so a preparation abandoned by a dropped WAL (a cancelled task whose last
+    // syscall may still land) never touches the file of another preparation of the same seq.
+    let tmp = dir.join(format!("{seq:016x}.{:016x}.wal.tmp", header.salt));
+    let path = segment_path(dir, seq);
     {
         let f = OpenOptions::new()
             .read(true)
@@ -193,9 +202,12 @@ pub async fn prepare_segment(
         }
         hook.check(IoOp::Sync { seq })?;
         f.fdatasync().await.map_err(io("sync", &tmp))?;
-        f.rename(&path).await.map_err(io("rename", &tmp))?;
-        f.close().await.map_err(io("close", &path))?;
+        f.close().await.map_err(io("close", &tmp))?;
     }
+    // link(2) rather than rename(2): it fails if the segment exists, so a stale preparation can
+    // never replace a segment in use. (A metadata syscall of a few µs, in the background task.)
+    std::fs::hard_link(&tmp, &path).map_err(|e| WalError::io("link", &path, e))?;
+    std::fs::remove_file(&tmp).map_err(|e| WalError::io("remove", &tmp, e))?;
     sync_dir(dir).await?;
     Ok((open_segment(&path, dsync).await?, header))
 }
