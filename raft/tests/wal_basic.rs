@@ -193,6 +193,27 @@ fn compaction_releases_whole_segments_before_the_snapshot() {
 }
 
 #[test]
+fn close_waits_for_the_group_in_flight_and_stops_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let wal = Wal::open(&path, small(64 << 10)).await.unwrap();
+        let w = wal.clone();
+        let pending = glommio::spawn_local(async move { w.append(vec![entry(1, 1)], None).await });
+        glommio::executor().yield_now().await;
+        wal.close().await;
+        assert_eq!(pending.await.unwrap(), 1, "the append in flight completes");
+        assert!(matches!(
+            wal.append(vec![entry(2, 1)], None).await,
+            Err(WalError::Failed { .. })
+        ));
+        drop(wal);
+        let wal = Wal::open(&path, small(64 << 10)).await.unwrap();
+        assert_eq!(wal.last_index(), 1);
+    });
+}
+
+#[test]
 fn snapshot_past_the_log_restarts_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();

@@ -354,6 +354,28 @@ impl Wal {
         }
     }
 
+    /// Waits for the group in flight, if any, then shuts this handle (and its clones) down: later
+    /// calls fail with [`WalError::Failed`]. Dropping a `Wal` while a group write is in flight
+    /// leaves that write to land later, possibly after a new `Wal` on the same directory has
+    /// written there; close first when reopening in the same process.
+    pub async fn close(&self) {
+        std::future::poll_fn(|cx| {
+            let mut st = self.sh.borrow_mut();
+            if st.flushing {
+                st.waiters.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+            st.flushing = true;
+            st.failed.get_or_insert_with(|| "closed".into());
+            // Dropping the task cancels the preparation; it never links a half-made segment.
+            st.spare = None;
+            Poll::Ready(())
+        })
+        .await;
+        let waiters = std::mem::take(&mut self.sh.borrow_mut().waiters);
+        waiters.into_iter().for_each(Waker::wake);
+    }
+
     /// Waits until the next segment is fully prepared (allocated, zero-filled, synced), so the
     /// next rollover costs nothing. Optional: `open` starts the preparation in the background;
     /// call this after `open` to keep that I/O out of the first appends' way (benchmarks do).
