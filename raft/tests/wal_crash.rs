@@ -10,7 +10,7 @@
 
 mod wal_common;
 
-use keel_raft::wal::{HardState, SnapshotMarker, Wal};
+use keel_raft::wal::{HardState, SnapshotMarker, SyncMode, Wal, WalOptions};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -52,9 +52,17 @@ fn say(line: String) {
 }
 
 async fn child(dir: PathBuf, term: u64, mut rng: u64) {
-    let wal = Wal::open(&dir, small(SEGMENT))
-        .await
-        .expect("child opens the WAL");
+    // Alternate the durability mode between children: both write the same format.
+    let sync = if term & 1 == 0 {
+        SyncMode::Dsync
+    } else {
+        SyncMode::Fdatasync
+    };
+    let opts = WalOptions {
+        sync,
+        ..small(SEGMENT)
+    };
+    let wal = Wal::open(&dir, opts).await.expect("child opens the WAL");
     let (last, snap) = (wal.last_index(), wal.snapshot().index);
     if xorshift(&mut rng) % 3 == 1 && last > snap + 5 {
         // A Raft log conflict: drop a short suffix before appending in the new term.

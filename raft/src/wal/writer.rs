@@ -653,7 +653,7 @@ async fn flush(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
         rollover(sh).await?;
     }
     // Encode with the identity of the segment the group lands in.
-    let (file, path, seq, offset, buf, placed, count) = {
+    let (file, path, seq, offset, buf, placed) = {
         let mut st = sh.borrow_mut();
         let seg = &st.segs[&st.current];
         let seed = seg.header.seed();
@@ -691,7 +691,6 @@ async fn flush(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
             st.write_offset,
             buf,
             placed,
-            count,
         );
         st.stats.records += count as u64;
         out
@@ -723,7 +722,6 @@ async fn flush(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
     if sync == SyncMode::Fdatasync {
         st.stats.syncs += 1;
     }
-    let _ = count;
     let mut places = placed.into_iter();
     let mut max_index = 0;
     let mut last_ticket = 0;
