@@ -571,7 +571,8 @@ impl Wal {
         self.sh.borrow().segs.keys().copied().collect()
     }
 
-    /// Whether an earlier write or sync failed (D2).
+    /// Whether an earlier write or sync failed (D2), or the handle was closed. Reads of entries
+    /// already durable keep working; every write fails with [`WalError::Failed`].
     pub fn is_failed(&self) -> bool {
         self.sh.borrow().failed.is_some()
     }
