@@ -1,0 +1,332 @@
+//! WAL behaviour through its public API: round trips across reopen, group commit, conflict
+//! truncation, snapshots and compaction, reads from disk, gateway validation and fail-stop (D2).
+
+mod wal_common;
+
+use keel_raft::wal::{
+    HardState, IoHook, IoOp, SnapshotMarker, SyncMode, Wal, WalError, WalOptions,
+};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use wal_common::{entry, run, small};
+
+async fn append_range(wal: &Wal, lo: u64, hi: u64, term: u64) {
+    for i in lo..hi {
+        let last = wal.append(vec![entry(i, term)], None).await.unwrap();
+        assert_eq!(last, i);
+    }
+}
+
+async fn check_range(wal: &Wal, lo: u64, hi: u64, term: u64) {
+    let got = wal.entries(lo, hi).await.unwrap();
+    assert_eq!(got.len() as u64, hi - lo);
+    for (k, e) in got.iter().enumerate() {
+        assert_eq!(*e, entry(lo + k as u64, term), "entry {}", lo + k as u64);
+    }
+}
+
+#[test]
+fn entries_and_hard_state_survive_reopen_in_both_sync_modes() {
+    for sync in [SyncMode::Dsync, SyncMode::Fdatasync] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            let opts = WalOptions {
+                sync,
+                ..small(64 << 10)
+            };
+            let wal = Wal::open(&path, opts.clone()).await.unwrap();
+            assert_eq!((wal.first_index(), wal.last_index()), (1, 0));
+            append_range(&wal, 1, 300, 1).await;
+            let hs = HardState {
+                term: 1,
+                vote: 2,
+                commit: 250,
+            };
+            assert_eq!(
+                wal.append(vec![entry(300, 1)], Some(hs)).await.unwrap(),
+                300
+            );
+            assert!(wal.stats().rollovers > 0, "64 KiB segments must roll over");
+            drop(wal);
+            let wal = Wal::open(&path, opts).await.unwrap();
+            assert_eq!((wal.first_index(), wal.last_index()), (1, 300));
+            assert_eq!(wal.hard_state(), hs);
+            assert_eq!(wal.term(300), Some(1));
+            check_range(&wal, 1, 301, 1).await;
+            append_range(&wal, 301, 310, 2).await;
+            check_range(&wal, 301, 310, 2).await;
+        });
+    }
+}
+
+#[test]
+fn concurrent_appenders_share_groups() {
+    for coalesce in [true, false] {
+        concurrent_appenders_share_groups_with(coalesce);
+    }
+}
+
+fn concurrent_appenders_share_groups_with(coalesce: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let opts = WalOptions {
+            coalesce,
+            ..WalOptions::default()
+        };
+        let wal = Wal::open(&path, opts).await.unwrap();
+        wal.ready_next_segment().await.unwrap();
+        let next = Rc::new(Cell::new(1u64));
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let (wal, next) = (wal.clone(), next.clone());
+                glommio::spawn_local(async move {
+                    let i = next.get();
+                    next.set(i + 1);
+                    let durable = wal.append(vec![entry(i, 1)], None).await.unwrap();
+                    assert!(durable >= i);
+                    assert!(wal.last_index() >= i, "resolved before it was durable");
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let s = wal.stats();
+        assert_eq!(wal.last_index(), 200);
+        assert!(
+            s.groups <= 20,
+            "200 concurrent appends took {} groups",
+            s.groups
+        );
+        drop(wal);
+        let wal = Wal::open(&path, WalOptions::default()).await.unwrap();
+        check_range(&wal, 1, 201, 1).await;
+    });
+}
+
+#[test]
+fn conflicting_suffix_is_replaced_and_truncation_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let opts = small(64 << 10);
+        let wal = Wal::open(&path, opts.clone()).await.unwrap();
+        append_range(&wal, 1, 11, 1).await;
+        assert_eq!(
+            wal.append(vec![entry(5, 2), entry(6, 2)], None)
+                .await
+                .unwrap(),
+            6
+        );
+        assert_eq!(wal.last_index(), 6);
+        check_range(&wal, 5, 7, 2).await;
+        drop(wal);
+        let wal = Wal::open(&path, opts.clone()).await.unwrap();
+        assert_eq!(wal.last_index(), 6);
+        check_range(&wal, 1, 5, 1).await;
+        check_range(&wal, 5, 7, 2).await;
+        assert_eq!(wal.truncate_suffix(4).await.unwrap(), 3);
+        drop(wal);
+        let wal = Wal::open(&path, opts).await.unwrap();
+        assert_eq!(wal.last_index(), 3);
+        assert!(matches!(
+            wal.entries(3, 5).await,
+            Err(WalError::Unavailable { .. })
+        ));
+    });
+}
+
+#[test]
+fn compaction_releases_whole_segments_before_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let opts = WalOptions {
+            cache_bytes: 0,
+            ..small(64 << 10)
+        };
+        let wal = Wal::open(&path, opts.clone()).await.unwrap();
+        append_range(&wal, 1, 400, 1).await;
+        let before = wal.segments();
+        assert!(before.len() >= 5, "segments: {before:?}");
+        assert!(
+            matches!(wal.compact(300).await, Err(WalError::InvalidArgument(_))),
+            "no snapshot yet"
+        );
+        wal.save_snapshot(SnapshotMarker {
+            index: 300,
+            term: 1,
+        })
+        .await
+        .unwrap();
+        let released = wal.compact(300).await.unwrap();
+        assert!(released >= 2, "released {released} of {before:?}");
+        let first = wal.first_index();
+        assert!(first > 1 && first <= 301, "first index {first}");
+        check_range(&wal, first, 400, 1).await;
+        assert!(matches!(
+            wal.entries(first - 1, first).await,
+            Err(WalError::Unavailable { .. })
+        ));
+        let on_disk = std::fs::read_dir(&path).unwrap().count();
+        assert_eq!(
+            on_disk,
+            wal.segments().len() + 1,
+            "segments in use plus the spare"
+        );
+        drop(wal);
+        let wal = Wal::open(&path, opts).await.unwrap();
+        assert_eq!(wal.first_index(), first);
+        assert_eq!(
+            wal.snapshot(),
+            SnapshotMarker {
+                index: 300,
+                term: 1
+            }
+        );
+        check_range(&wal, first, 400, 1).await;
+        append_range(&wal, 400, 410, 1).await;
+    });
+}
+
+#[test]
+fn close_waits_for_the_group_in_flight_and_stops_the_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let wal = Wal::open(&path, small(64 << 10)).await.unwrap();
+        let w = wal.clone();
+        let pending = glommio::spawn_local(async move { w.append(vec![entry(1, 1)], None).await });
+        glommio::executor().yield_now().await;
+        wal.close().await;
+        assert_eq!(pending.await.unwrap(), 1, "the append in flight completes");
+        assert!(matches!(
+            wal.append(vec![entry(2, 1)], None).await,
+            Err(WalError::Failed { .. })
+        ));
+        drop(wal);
+        let wal = Wal::open(&path, small(64 << 10)).await.unwrap();
+        assert_eq!(wal.last_index(), 1);
+    });
+}
+
+#[test]
+fn snapshot_past_the_log_restarts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let wal = Wal::open(&path, small(64 << 10)).await.unwrap();
+        append_range(&wal, 1, 5, 1).await;
+        wal.save_snapshot(SnapshotMarker {
+            index: 100,
+            term: 3,
+        })
+        .await
+        .unwrap();
+        assert_eq!((wal.first_index(), wal.last_index()), (101, 100));
+        assert!(matches!(
+            wal.append(vec![entry(50, 3)], None).await,
+            Err(WalError::InvalidArgument(_))
+        ));
+        append_range(&wal, 101, 103, 3).await;
+        drop(wal);
+        let wal = Wal::open(&path, small(64 << 10)).await.unwrap();
+        assert_eq!((wal.first_index(), wal.last_index()), (101, 102));
+        assert_eq!(wal.term(100), Some(3));
+    });
+}
+
+#[test]
+fn gateway_rejects_gaps_and_oversized_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let wal = Wal::open(&path, small(64 << 10)).await.unwrap();
+        assert!(matches!(
+            wal.append(vec![entry(2, 1)], None).await,
+            Err(WalError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            wal.append(vec![entry(0, 1)], None).await,
+            Err(WalError::InvalidArgument(_))
+        ));
+        let mut big = entry(1, 1);
+        big.data = vec![7; 70 << 10];
+        assert!(matches!(
+            wal.append(vec![big], None).await,
+            Err(WalError::TooLarge { .. })
+        ));
+        assert!(!wal.is_failed(), "request errors do not fail the WAL");
+        append_range(&wal, 1, 3, 1).await;
+    });
+}
+
+type OpFilter = fn(&IoOp) -> bool;
+
+fn fail_nth(pred: OpFilter, n: usize) -> IoHook {
+    let seen = AtomicUsize::new(0);
+    IoHook::new(move |op| {
+        if !pred(&op) {
+            return None;
+        }
+        let k = seen.fetch_add(1, Ordering::Relaxed) + 1;
+        (k == n).then(|| std::io::Error::other("injected EIO"))
+    })
+}
+
+#[test]
+fn failed_write_or_sync_stops_the_wal_until_reopened() {
+    let cases: [(SyncMode, OpFilter); 2] = [
+        (SyncMode::Dsync, |op| matches!(op, IoOp::Write { .. })),
+        (SyncMode::Fdatasync, |op| matches!(op, IoOp::Sync { .. })),
+    ];
+    for (sync, pred) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run(move || async move {
+            // The first Sync op is the initial segment's preparation; fail the 4th of the kind.
+            let opts = WalOptions {
+                sync,
+                io_hook: fail_nth(pred, 4),
+                ..small(64 << 10)
+            };
+            let wal = Wal::open(&path, opts).await.unwrap();
+            let mut ok = 0;
+            let mut first_err = None;
+            for i in 1..=10 {
+                match wal.append(vec![entry(i, 1)], None).await {
+                    Ok(_) if first_err.is_none() => ok = i,
+                    Ok(_) => panic!("append {i} succeeded after a failure"),
+                    Err(e) => {
+                        assert!(e.is_fatal());
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            assert!(
+                matches!(first_err, Some(WalError::Io { .. })),
+                "{first_err:?}"
+            );
+            assert!(wal.is_failed());
+            assert!(matches!(
+                wal.append(vec![entry(ok + 1, 1)], None).await,
+                Err(WalError::Failed { .. })
+            ));
+            assert!(matches!(
+                wal.save_hard_state(HardState::default()).await,
+                Err(WalError::Failed { .. })
+            ));
+            drop(wal);
+            let wal = Wal::open(&path, small(64 << 10)).await.unwrap();
+            assert!(
+                wal.last_index() >= ok,
+                "acknowledged entries lost: {} < {ok}",
+                wal.last_index()
+            );
+            check_range(&wal, 1, ok + 1, 1).await;
+        });
+    }
+}
