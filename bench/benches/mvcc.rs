@@ -1,5 +1,5 @@
 //! Engine-level MVCC benchmarks (issue 5, point 3): put, range of 1 and of 100 keys, txn, on a
-//! store of 100k keys with 256-byte values. `cargo bench -p keel-engine --bench mvcc`.
+//! store of 100k keys with 256-byte values. `cargo bench -p keel-bench --bench mvcc`.
 //! Each write is its own apply batch with a visible commit (the server batches many; this is
 //! the per-request worst case); durability is the WAL's job, not measured here.
 
