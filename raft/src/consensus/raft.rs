@@ -673,7 +673,9 @@ impl<S: Storage> Raft<S> {
             if e.kind != EntryKind::ConfChange {
                 continue;
             }
-            let check = if self.pending_conf_index > self.log.applied {
+            // One change at a time, and only once this leader committed an entry of its own
+            // term: otherwise a change may be decided against a stale membership.
+            let check = if self.pending_conf_index > self.log.applied || !self.committed_in_term() {
                 Err(RaftError::ConfChangePending)
             } else {
                 ConfChange::decode(&e.data)
@@ -1266,6 +1268,7 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Debug-build consistency checks, run after every input (see `RawNode`).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub(crate) fn assert_invariants(&self, prev: &HardState) {
         assert!(
             self.term >= prev.term,

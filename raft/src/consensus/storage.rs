@@ -8,7 +8,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::message::{ConfState, Entry, HardState, Snapshot};
+use super::conf::{ConfChange, ConfChangeKind};
+use super::message::{ConfState, Entry, EntryKind, HardState, NodeId, Snapshot, NO_NODE};
 
 /// Why storage could not answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,10 +90,41 @@ impl MemStorage {
         Self::default()
     }
 
-    /// Empty storage bootstrapped with `conf_state` as the membership at index 0.
+    /// Empty storage with `conf_state` as the membership at index 0. Members added later cannot
+    /// learn this membership by replication (only from a snapshot); prefer
+    /// [`MemStorage::bootstrap`] for clusters that change membership.
     pub fn new_with_conf_state(conf_state: ConfState) -> Self {
         let s = Self::new();
         s.core.borrow_mut().snapshot.meta.conf_state = conf_state;
+        s
+    }
+
+    /// Storage of an initial member of a new cluster with `voters` (etcd's bootstrap): the
+    /// membership is written as committed `AddVoter` entries at indexes `1..=voters.len()` in
+    /// term 1, so members added later learn it through replication like any other change. The
+    /// application applies them (and calls `apply_conf_change`) in the first Ready.
+    pub fn bootstrap(voters: &[NodeId]) -> Self {
+        let s = Self::new();
+        let entries: Vec<Entry> = voters
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| Entry {
+                index: i as u64 + 1,
+                term: 1,
+                kind: EntryKind::ConfChange,
+                data: ConfChange {
+                    kind: ConfChangeKind::AddVoter,
+                    node_id: id,
+                }
+                .encode(),
+            })
+            .collect();
+        s.append(&entries);
+        s.set_hard_state(HardState {
+            term: 1,
+            vote: NO_NODE,
+            commit: voters.len() as u64,
+        });
         s
     }
 
