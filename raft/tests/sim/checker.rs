@@ -29,6 +29,8 @@ pub struct Checker {
     entries: BTreeMap<(u64, u64), (u64, u64)>,
     /// R5: every entry applied anywhere, by index: (term, payload digest).
     applied: BTreeMap<u64, (u64, u64)>,
+    /// Every entry any member has declared committed (index ≤ its commit index), by index: term.
+    committed: BTreeMap<u64, u64>,
     /// Highest index acknowledged to a client as written.
     pub max_acked_index: u64,
     /// Highest state (applied index) any completed read returned.
@@ -132,9 +134,22 @@ impl Checker {
         }
     }
 
-    /// Highest index known applied somewhere (hence committed).
+    /// A member declares entry (index, term) committed: no member may ever declare a different
+    /// entry committed at that index (R5 at the log level, before anything is applied).
+    pub fn observe_commit(&mut self, node: NodeId, index: u64, term: u64) -> CheckResult {
+        match self.committed.insert(index, term) {
+            Some(t) if t != term => Err(format!(
+                "VIOLATION state machine safety: node {node} commits ({index}, {term}), another member committed ({index}, {t})"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Highest index known committed.
     pub fn max_committed(&self) -> u64 {
-        self.applied.keys().next_back().copied().unwrap_or(0)
+        let a = self.applied.keys().next_back().copied().unwrap_or(0);
+        let c = self.committed.keys().next_back().copied().unwrap_or(0);
+        a.max(c)
     }
 
     /// R4 Leader Completeness, checked when a leader is first seen: its log holds every entry
@@ -153,7 +168,7 @@ impl Checker {
                 "VIOLATION leader completeness: leader {id} of term {term} ends at {last}, committed {max}"
             ));
         }
-        for (&i, &(t, _)) in self.applied.range(first..) {
+        for (&i, &t) in self.committed.range(first..) {
             if term_at(i) != Some(t) {
                 return Err(format!(
                     "VIOLATION leader completeness: leader {id} of term {term} lacks committed entry ({i}, {t})"

@@ -45,7 +45,14 @@ fn run_seed(seed: u64, members: usize, canary: Canary) -> Result<Stats, String> 
 fn run_seeds(members: usize) {
     let mut total = Stats::default();
     let seeds = seeds();
-    for &seed in &seeds {
+    let started = std::time::Instant::now();
+    for (i, &seed) in seeds.iter().enumerate() {
+        if i > 0 && i % 10_000 == 0 {
+            eprintln!(
+                "{members} members: {i} seeds passed in {:?}",
+                started.elapsed()
+            );
+        }
         match run_seed(seed, members, Canary::None) {
             Ok(s) => {
                 total.steps += s.steps;
@@ -71,7 +78,11 @@ fn run_seeds(members: usize) {
             ),
         }
     }
-    println!("{members} members, {} seeds: {total:?}", seeds.len());
+    println!(
+        "{members} members, {} seeds passed in {:?}: {total:?}",
+        seeds.len(),
+        started.elapsed()
+    );
     // The runs must exercise what they claim to (guards against a simulator that tests nothing).
     if seeds.len() >= 50 {
         assert!(total.crashes > 0 && total.partitions > 0 && total.leaders > seeds.len() as u64);
@@ -112,9 +123,15 @@ fn same_seed_replays_exactly() {
 /// if none was found within the CI budget.
 fn find_violation(canary: Canary) -> (u64, String) {
     let mut other_failures = 0;
-    for seed in 0..2 * CI_SEEDS_PER_SIZE {
+    let budget = std::env::var("KEEL_SIM_CANARY_SEEDS")
+        .map_or(CI_SEEDS_PER_SIZE, |s| s.parse().expect("number"));
+    for seed in 0..budget {
         let members = if seed % 2 == 0 { 5 } else { 3 };
         if let Err(e) = run_seed(seed, members, canary) {
+            if e.contains("VIOLATION") && std::env::var("KEEL_SIM_CANARY_COUNT").is_ok() {
+                println!("{canary:?} seed {seed}: {e}");
+                continue;
+            }
             if e.contains("VIOLATION") {
                 println!("{canary:?} caught at seed {seed} ({other_failures} seeds failed otherwise first): {e}");
                 return (seed, e);
@@ -131,4 +148,9 @@ fn find_violation(canary: Canary) -> (u64, String) {
 #[test]
 fn canary_vote_ignoring_log_is_caught() {
     find_violation(Canary::VoteIgnoringLog);
+}
+
+#[test]
+fn canary_commit_old_terms_is_caught() {
+    find_violation(Canary::CommitOldTerms);
 }
