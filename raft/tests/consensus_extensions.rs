@@ -435,3 +435,26 @@ fn the_same_inputs_give_the_same_outputs() {
     assert!(a.len() > 1000);
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_leader_that_cannot_commit_refuses_proposals_beyond_its_uncommitted_budget() {
+    let mut net = cluster_with(3, |mut c| {
+        c.max_uncommitted_size = 10;
+        c
+    });
+    net.elect(1);
+    net.isolate(1);
+    let l = net.get_mut(1);
+    l.propose(vec![0; 8]).unwrap();
+    assert!(matches!(
+        l.propose(vec![0; 8]),
+        Err(RaftError::ProposalDropped(_))
+    ));
+    net.heal();
+    net.get_mut(1).tick();
+    net.stabilize();
+    assert!(
+        net.get_mut(1).propose(vec![0; 8]).is_ok(),
+        "committing frees the budget"
+    );
+}

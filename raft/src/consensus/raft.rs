@@ -30,6 +30,9 @@ pub struct Config {
     pub max_size_per_msg: u64,
     /// Appends a leader keeps in flight to one follower in replicate state.
     pub max_inflight_msgs: usize,
+    /// Payload bytes a leader accepts beyond its commit index before refusing proposals
+    /// (back-pressure: a leader that cannot commit must not grow its log without bound).
+    pub max_uncommitted_size: u64,
     /// Run a pre-vote round before incrementing the term (Raft thesis §9.6), so a partitioned
     /// member rejoining cannot depose a healthy leader.
     pub pre_vote: bool,
@@ -61,6 +64,7 @@ impl Config {
             heartbeat_tick: 1,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            max_uncommitted_size: 64 << 20,
             pre_vote: true,
             check_quorum: true,
             disable_proposal_forwarding: false,
@@ -178,6 +182,8 @@ pub struct Raft<S: Storage> {
     lead_transferee: NodeId,
     /// Index of the latest membership change proposed by this leader (no new one until applied).
     pending_conf_index: u64,
+    /// Payload bytes this leader appended that are not yet committed.
+    uncommitted_size: u64,
     ticks: u64,
     rng: SplitMix64,
     cfg: Config,
@@ -215,6 +221,7 @@ impl<S: Storage> Raft<S> {
             heartbeat_timeout: cfg.heartbeat_tick,
             lead_transferee: NO_NODE,
             pending_conf_index: 0,
+            uncommitted_size: 0,
             ticks: 0,
             rng: SplitMix64::new(cfg.seed ^ cfg.id.rotate_left(32)),
             cfg: cfg.clone(),
@@ -350,6 +357,7 @@ impl<S: Storage> Raft<S> {
             }
         }
         self.pending_conf_index = 0;
+        self.uncommitted_size = 0;
         self.read_only.reset();
         self.reads_before_commit.clear();
     }
@@ -667,6 +675,13 @@ impl<S: Storage> Raft<S> {
         if self.lead_transferee != NO_NODE {
             return Err(RaftError::ProposalDropped("leader transfer in progress"));
         }
+        let size: u64 = entries.iter().map(|e| e.data.len() as u64).sum();
+        // Always accept into an empty window, so one oversized batch cannot block forever.
+        if self.uncommitted_size > 0 && self.uncommitted_size + size > self.cfg.max_uncommitted_size
+        {
+            return Err(RaftError::ProposalDropped("too many uncommitted entries"));
+        }
+        self.uncommitted_size += size;
         let last = self.log.last_index();
         let mut result = Ok(());
         for (i, e) in entries.iter_mut().enumerate() {
@@ -736,6 +751,7 @@ impl<S: Storage> Raft<S> {
     /// Figure 2, leaders: "If there exists an N such that N > commitIndex, a majority of
     /// matchIndex[i] >= N, and log[N].term == currentTerm: set commitIndex = N".
     fn maybe_commit(&mut self) -> bool {
+        let before = self.log.committed;
         let n = self.tracker.committed();
         let moved = if self.cfg.unsafe_commit_old_terms_for_canary {
             let moved = n > self.log.committed;
@@ -744,6 +760,13 @@ impl<S: Storage> Raft<S> {
         } else {
             self.log.maybe_commit(n, self.term)
         };
+        if moved {
+            let freed: u64 = self
+                .log
+                .entries(before + 1, self.log.committed + 1, u64::MAX)
+                .map_or(0, |es| es.iter().map(|e| e.data.len() as u64).sum());
+            self.uncommitted_size = self.uncommitted_size.saturating_sub(freed);
+        }
         if moved && self.committed_in_term() && !self.reads_before_commit.is_empty() {
             for r in std::mem::take(&mut self.reads_before_commit) {
                 self.leader_read_index(r.from, r.context);

@@ -63,7 +63,7 @@ impl Swarm {
             seed,
             members,
             fault_steps: 3000,
-            liveness_steps: 1000,
+            liveness_steps: 2000,
             loss_pct_max: pick(&mut r, &[0, 1, 5, 10, 25]),
             dup_pct: pick(&mut r, &[0, 1, 5, 10]),
             delay_max: r.range(1, 12),
@@ -206,6 +206,9 @@ impl Sim {
         c.heartbeat_tick = 1;
         c.max_size_per_msg = self.sw.max_size_per_msg;
         c.max_inflight_msgs = self.sw.max_inflight;
+        // Back-pressure keeps a leader's backlog (and so the time to commit a new write after
+        // the faults) bounded.
+        c.max_uncommitted_size = 4096;
         c.pre_vote = self.sw.pre_vote;
         c.seed = self.sw.seed.wrapping_mul(0x9E37_79B9) ^ (incarnation << 20) ^ id;
         c.unsafe_commit_old_terms_for_canary = self.sw.canary == Canary::CommitOldTerms;
