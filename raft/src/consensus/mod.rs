@@ -6,7 +6,7 @@
 //! snapshots (sending and installing, not producing), membership and leader transfer. Does not
 //! own: persistence, the transport, the state machine or snapshot contents.
 //!
-//! Files: [`message`] (data types), [`raft`] (the state machine), [`raw_node`] (the
+//! Files: [`message`] (data types), [`raft`] (the state machine), [`config`], [`error`], [`raw_node`] (the
 //! Ready/advance interface), [`log`] (stable + unstable log), [`progress`] and [`tracker`]
 //! (the leader's view of members), [`read_only`] (ReadIndex rounds), [`conf`] (membership
 //! changes), [`storage`] (the storage trait, [`MemStorage`]), [`rng`].
@@ -18,6 +18,8 @@
 //! decreases; committed entries are never overwritten — asserted in [`log::RaftLog::append`]).
 
 pub mod conf;
+pub mod config;
+pub mod error;
 pub mod log;
 pub mod message;
 pub mod progress;

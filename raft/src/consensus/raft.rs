@@ -4,7 +4,9 @@
 //! [`crate::consensus::RawNode`]) persists, sends and applies. Paper references are to
 //! Ongaro & Ousterhout, "In Search of an Understandable Consensus Algorithm", Figure 2.
 
-use super::conf::{ConfChange, ConfChangeError};
+use super::conf::ConfChange;
+pub use super::config::Config;
+pub use super::error::RaftError;
 use super::log::RaftLog;
 use super::message::{
     ConfState, Entry, EntryKind, HardState, Message, MessageKind, NodeId, Snapshot,
@@ -15,85 +17,6 @@ use super::read_only::{ReadOnly, ReadRequest};
 use super::rng::SplitMix64;
 use super::storage::{Storage, StorageError};
 use super::tracker::{ProgressTracker, VoteResult};
-
-/// How a member behaves; `Config::new(id)` gives etcd's defaults.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// This member's id (non-zero).
-    pub id: NodeId,
-    /// Ticks without hearing from a leader before campaigning; the actual timeout is drawn from
-    /// `[election_tick, 2 * election_tick)` after every term change.
-    pub election_tick: u32,
-    /// Ticks between leader heartbeats; must be below `election_tick`.
-    pub heartbeat_tick: u32,
-    /// Upper bound on the entry bytes of one Append (at least one entry is always sent).
-    pub max_size_per_msg: u64,
-    /// Appends a leader keeps in flight to one follower in replicate state.
-    pub max_inflight_msgs: usize,
-    /// Payload bytes a leader accepts beyond its commit index before refusing proposals
-    /// (back-pressure: a leader that cannot commit must not grow its log without bound).
-    pub max_uncommitted_size: u64,
-    /// Run a pre-vote round before incrementing the term (Raft thesis §9.6), so a partitioned
-    /// member rejoining cannot depose a healthy leader.
-    pub pre_vote: bool,
-    /// A leader steps down when it has not heard from a majority for an election timeout, and
-    /// followers ignore vote requests while they hear from a leader (leader lease).
-    pub check_quorum: bool,
-    /// Followers drop proposals instead of forwarding them to the leader.
-    pub disable_proposal_forwarding: bool,
-    /// The last index the application has applied (restart point); 0 means "as of the snapshot".
-    pub applied: u64,
-    /// Seed of the RNG that draws election timeouts.
-    pub seed: u64,
-    /// Test-only: a leader commits entries of earlier terms by counting replicas — the bug of
-    /// the paper's Figure 8. The simulator's canary turns it on and must find a violation.
-    #[doc(hidden)]
-    pub unsafe_commit_old_terms_for_canary: bool,
-    /// Test-only: voters ignore the "candidate's log is at least as up-to-date" check.
-    #[doc(hidden)]
-    pub unsafe_vote_ignoring_log_for_canary: bool,
-}
-
-impl Config {
-    /// Defaults: election 10 ticks, heartbeat 1, 1 MiB per Append, 256 in flight, pre-vote and
-    /// check-quorum on, forwarding on.
-    pub fn new(id: NodeId) -> Self {
-        Config {
-            id,
-            election_tick: 10,
-            heartbeat_tick: 1,
-            max_size_per_msg: 1 << 20,
-            max_inflight_msgs: 256,
-            max_uncommitted_size: 64 << 20,
-            pre_vote: true,
-            check_quorum: true,
-            disable_proposal_forwarding: false,
-            applied: 0,
-            seed: id,
-            unsafe_commit_old_terms_for_canary: false,
-            unsafe_vote_ignoring_log_for_canary: false,
-        }
-    }
-
-    /// Checks the configuration (done once, when a member starts).
-    pub fn validate(&self) -> Result<(), RaftError> {
-        if self.id == NO_NODE {
-            return Err(RaftError::Config("id must not be 0"));
-        }
-        if self.heartbeat_tick == 0 {
-            return Err(RaftError::Config("heartbeat_tick must be positive"));
-        }
-        if self.election_tick <= self.heartbeat_tick {
-            return Err(RaftError::Config(
-                "election_tick must exceed heartbeat_tick",
-            ));
-        }
-        if self.max_inflight_msgs == 0 {
-            return Err(RaftError::Config("max_inflight_msgs must be positive"));
-        }
-        Ok(())
-    }
-}
 
 /// A member's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,36 +49,6 @@ pub struct ReadState {
     /// The context passed to `read_index`.
     pub context: Vec<u8>,
 }
-
-/// Why a request to this member failed. None of these mean the member is broken.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RaftError {
-    /// The proposal or read could not be accepted now (no leader, forwarding off, a leader
-    /// transfer in progress, not a member); the caller may retry later, elsewhere.
-    ProposalDropped(&'static str),
-    /// A membership change is already in flight (one at a time).
-    ConfChangePending,
-    /// The membership change is malformed or invalid.
-    ConfChange(ConfChangeError),
-    /// A message failed the gateway checks.
-    InvalidMessage(&'static str),
-    /// The configuration is invalid.
-    Config(&'static str),
-}
-
-impl std::fmt::Display for RaftError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RaftError::ProposalDropped(why) => write!(f, "proposal dropped: {why}"),
-            RaftError::ConfChangePending => write!(f, "a membership change is in flight"),
-            RaftError::ConfChange(e) => write!(f, "{e}"),
-            RaftError::InvalidMessage(why) => write!(f, "invalid message: {why}"),
-            RaftError::Config(why) => write!(f, "invalid config: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for RaftError {}
 
 /// One member's Raft state machine.
 pub struct Raft<S: Storage> {
@@ -1046,7 +939,7 @@ impl<S: Storage> Raft<S> {
             MessageKind::RequestVoteResp if self.role == Role::Candidate => {
                 self.tally(m.from, !m.reject)
             }
-            MessageKind::Propose | MessageKind::ReadIndex | MessageKind::TransferLeader => {}
+            // Proposals, reads and transfers need a leader; the requester retries.
             _ => {}
         }
         Ok(())
