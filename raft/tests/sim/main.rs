@@ -47,7 +47,7 @@ fn run_seeds(members: usize) {
     let seeds = seeds();
     let started = std::time::Instant::now();
     for (i, &seed) in seeds.iter().enumerate() {
-        if i > 0 && i % 10_000 == 0 {
+        if i > 0 && i % 2_500 == 0 {
             eprintln!(
                 "{members} members: {i} seeds passed in {:?}",
                 started.elapsed()
