@@ -363,3 +363,62 @@ impl<S: Storage> RaftLog<S> {
         self.storage.snapshot()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::storage::MemStorage;
+
+    fn ents(from: u64, terms: &[u64]) -> Vec<Entry> {
+        terms
+            .iter()
+            .enumerate()
+            .map(|(i, &term)| Entry {
+                index: from + i as u64,
+                term,
+                ..Entry::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn find_conflict_by_term_skips_a_whole_term() {
+        let s = MemStorage::new();
+        s.append(&ents(1, &[1, 1, 2, 2, 2, 4, 4]));
+        let log = RaftLog::new(s, 0);
+        assert_eq!(
+            log.find_conflict_by_term(7, 3),
+            5,
+            "skips the term-4 entries"
+        );
+        assert_eq!(log.find_conflict_by_term(7, 1), 2);
+        assert_eq!(
+            log.find_conflict_by_term(9, 4),
+            7,
+            "clamped to the last index"
+        );
+        assert_eq!(log.find_conflict_by_term(3, 0), 0);
+    }
+
+    #[test]
+    fn a_truncated_unstable_suffix_is_not_marked_stable_by_an_older_persist() {
+        let s = MemStorage::new();
+        s.append(&ents(1, &[1, 1]));
+        let mut log = RaftLog::new(s, 0);
+        log.append(&ents(3, &[2, 2]));
+        let (_, handed) = log.take_unstable();
+        assert_eq!(handed.len(), 2);
+        // Before the caller persisted 3..=4 (term 2), a new leader overwrites index 4.
+        assert_eq!(log.maybe_append(3, 2, 0, &ents(4, &[3])), Some(4));
+        assert!(!log.stable_to(4, 2), "index 4 now has term 3");
+        let (_, again) = log.take_unstable();
+        assert_eq!(
+            again,
+            ents(4, &[3]),
+            "only the replacement is handed out again"
+        );
+        assert!(log.stable_to(4, 3));
+        assert_eq!(log.persisted, 4);
+        assert!(!log.has_unstable());
+    }
+}
