@@ -5,7 +5,7 @@
 //! snapshots (held across later commits, so freed pages must not be reused under them, S3), and
 //! `check()` reporting nothing.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 1,500 here).
+//! `PROPTEST_CASES` sets the number of cases (default 2,000 here).
 
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
@@ -288,7 +288,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1500)
+        .unwrap_or(2000)
 }
 
 proptest! {
