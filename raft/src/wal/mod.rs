@@ -112,7 +112,7 @@ impl Default for WalOptions {
     fn default() -> Self {
         Self {
             segment_size: 64 << 20,
-            sync: SyncMode::Fdatasync,
+            sync: SyncMode::Dsync,
             cache_bytes: 8 << 20,
             max_group_bytes: 4 << 20,
             coalesce: true,
