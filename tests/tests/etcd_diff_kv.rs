@@ -73,7 +73,9 @@ enum Op {
     Put(PutRequest),
     Delete(DeleteRangeRequest),
     Txn(TxnRequest),
-    Compact(i64),
+    /// Compaction to a revision; `physical` only changes when etcd answers (keel schedules the
+    /// physical part either way, and `CompactAll`/`CompactStep` run it).
+    Compact(i64, bool),
     /// keel only: finish physical compaction in batches of this many revisions.
     CompactAll(usize),
     /// keel only: one bounded physical compaction step.
@@ -144,7 +146,7 @@ impl<'s> KeelRun<'s> {
             Op::Put(p) => self.batch().put(p).map(Resp::Put),
             Op::Delete(d) => self.batch().delete_range(d).map(Resp::Delete),
             Op::Txn(t) => self.batch().txn(t).map(Resp::Txn),
-            Op::Compact(rev) => self.batch().compact(*rev).map(Resp::Compact),
+            Op::Compact(rev, _) => self.batch().compact(*rev).map(Resp::Compact),
             Op::CompactAll(n) => {
                 self.flush();
                 self.store.compact_all(*n).map(|_| Resp::None)
@@ -217,12 +219,12 @@ impl EtcdKv {
                 .call::<_, pb::PbTxnResponse>("/etcdserverpb.KV/Txn", pb_txn(t))
                 .map(|r| Resp::Txn(from_pb_txn(r)))
                 .map_err(st),
-            Op::Compact(rev) => self
+            Op::Compact(rev, physical) => self
                 .call::<_, pb::PbCompactionResponse>(
                     "/etcdserverpb.KV/Compact",
                     pb::PbCompactionRequest {
                         revision: *rev,
-                        physical: false,
+                        physical: *physical,
                     },
                 )
                 .map(|r| {
@@ -796,7 +798,7 @@ impl Gen {
                 }
                 Op::Txn(t)
             }
-            92..=95 => Op::Compact(self.revision()),
+            92..=95 => Op::Compact(self.revision(), self.rng.pct(30)),
             96..=97 => Op::CompactAll(self.rng.range_i64(1, 8) as usize),
             _ => Op::CompactStep(self.rng.range_i64(1, 4) as usize),
         }
@@ -945,12 +947,14 @@ fn keel_answers_as_etcd_3_4() {
                     readable(&format!(
                         "keel and etcd differ ({why}) at sequence {seq}, op {i}; \
                          replay with KEEL_DIFF_SEED={seed}\n\
-                         op: {op:?}\nkeel: {k:?}\netcd: {e:?}\nsequence so far:\n{}",
-                        history.join("\n")
+                         op: {op:?}\nkeel: {k:?}\netcd: {e:?}\nsequence so far:\n{}\n\
+                         etcd's log (tail):\n{}",
+                        history.join("\n"),
+                        etcd.log_tail()
                     ))
                 );
             }
-            if let (Op::Compact(rev), Ok(_)) = (&op, &k) {
+            if let (Op::Compact(rev, _), Ok(_)) = (&op, &k) {
                 g.compacted = *rev;
             }
             g.cur = keel.revision();
