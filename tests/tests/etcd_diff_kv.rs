@@ -18,7 +18,8 @@
 //! inside txns are generated without that combination (their full answer is not observable).
 //!
 //! keel-only steps (physical compaction to completion, or one bounded step of it) run at random
-//! points and must not change any answer.
+//! points, and keel is restarted (sync, reopen) between some sequences: neither may change any
+//! answer.
 //!
 //! Environment: `KEEL_DIFF_SEED=<u64>` replays a run (a failure prints its seed; the run is
 //! deterministic from it), `KEEL_DIFF_CASES=<n>` sets the number of sequences (default 2000),
@@ -35,6 +36,8 @@ const OPS_MIN: u64 = 20;
 const OPS_MAX: u64 = 60;
 /// etcd's default --max-txn-ops, also keel's default.
 const MAX_TXN_OPS: usize = 128;
+/// Chance (percent) of restarting keel before a sequence.
+const REOPEN_PCT: u64 = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness (SplitMix64): one seed drives the whole run.
@@ -890,18 +893,30 @@ fn keel_answers_as_etcd_3_4() {
     let etcd = Etcd::start();
     let client = EtcdKv::connect(etcd.client_url());
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = KvStore::open(dir.path().join("kv"), StoreOptions::default()).expect("open keel");
-    let mut keel = KeelRun {
-        store: &store,
-        batch: None,
-        applied: 0,
-    };
+    let path = dir.path().join("kv");
+    let mut store = KvStore::open(&path, StoreOptions::default()).expect("open keel");
 
     let started = Instant::now();
     let mut rng = Rng(seed);
     let mut compacted = -1i64;
-    let mut ops_run = 0u64;
+    let mut applied = 0u64;
+    let (mut ops_run, mut reopens) = (0u64, 0u64);
     for seq in 0..cases {
+        if rng.pct(REOPEN_PCT) {
+            // A clean restart of keel between sequences must not change any answer.
+            let rev = store.read().expect("read").revision();
+            store.sync().expect("sync");
+            drop(store);
+            store = KvStore::open(&path, StoreOptions::default()).expect("reopen keel");
+            assert_eq!(store.applied_index().expect("applied"), applied, "S4");
+            assert_eq!(store.read().expect("read").revision(), rev);
+            reopens += 1;
+        }
+        let mut keel = KeelRun {
+            store: &store,
+            batch: None,
+            applied,
+        };
         let prefix = format!("{seq:06}/").into_bytes();
         let keys = SUFFIXES
             .iter()
@@ -961,12 +976,12 @@ fn keel_answers_as_etcd_3_4() {
             ops_run += 1;
         }
         keel.flush();
+        applied = keel.applied;
         compacted = g.compacted;
     }
-    keel.flush();
     eprintln!(
-        "etcd_diff_kv: {cases} sequences, {ops_run} operations, identical answers, {:.1}s \
-         (etcd pid {})",
+        "etcd_diff_kv: {cases} sequences, {ops_run} operations, {reopens} keel restarts, \
+         identical answers, {:.1}s (etcd pid {})",
         started.elapsed().as_secs_f64(),
         etcd.pid()
     );
