@@ -152,6 +152,20 @@ fn key_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> (Bound<&'a [u8]>, Bound
     }
 }
 
+/// Whether `k` lies in etcd's key/range_end interval.
+fn in_bounds(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
+    use std::ops::RangeBounds;
+    key_bounds(key, range_end).contains(&k)
+}
+
+/// What a txn's path has done to keys so far (for the put check): keys it put (true) or
+/// deleted after knowing them (false), and the ranges it deleted.
+#[derive(Default)]
+struct PathState {
+    known: std::collections::HashMap<Vec<u8>, bool>,
+    deleted: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
 /// The live records of keys in the bounds at revision `at` (`cur` = the view's revision), in
 /// key order, at most `limit` (0 = all) collected; returns them and the total count.
 fn collect(
@@ -885,7 +899,7 @@ impl KvWrite<'_> {
         // the txn (etcd's compareToPath).
         let mut path = Vec::new();
         self.compare_path(t, &mut path)?;
-        self.check_path(t, &path, &mut 0)?;
+        self.check_path(t, &path)?;
         self.begin();
         let mut at = 0;
         let mut resp = self.apply_txn(t, &path, &mut at)?;
@@ -914,28 +928,82 @@ impl KvWrite<'_> {
         Ok(())
     }
 
-    /// etcd's checkRequests on the chosen path: puts that need an existing key find one,
-    /// ranges ask for a readable revision — before anything is applied.
-    fn check_path(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> KvResult<()> {
+    /// etcd's checkRequests on the chosen path, before anything is applied: first every put
+    /// that needs an existing key finds one (checkRequestPut), then, in a second pass, every
+    /// range asks for a readable revision (checkRequestRange) — so a put's error wins over a
+    /// range's wherever they stand on the path.
+    ///
+    /// Unlike etcd 3.4, the put check sees the txn's own earlier deletes and puts: etcd checks
+    /// against the state before the txn, so `delete [k, \0)` then `put k ignore_value` (a
+    /// from-key delete escapes its duplicate-key check) passes the check, fails while applying,
+    /// and panics the member (etcd issues #14110, #22445). keel refuses it with KeyNotFound,
+    /// the error etcd's check means to give, and applies nothing.
+    fn check_path(&self, t: &TxnRequest, path: &[bool]) -> KvResult<()> {
+        let mut state = PathState::default();
+        self.check_path_puts(t, path, &mut 0, &mut state)?;
+        self.check_path_ranges(t, path, &mut 0)
+    }
+
+    fn check_path_puts(
+        &self,
+        t: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+        state: &mut PathState,
+    ) -> KvResult<()> {
         let ok = path[*at];
         *at += 1;
         for op in if ok { &t.success } else { &t.failure } {
             match op {
                 RequestOp::Put(p) => {
-                    if (p.ignore_value || p.ignore_lease) && self.current(&p.key)?.is_none() {
+                    if (p.ignore_value || p.ignore_lease) && !self.exists_on_path(&p.key, state)? {
                         return Err(KvError::KeyNotFound);
                     }
+                    state.known.insert(p.key.clone(), true);
                 }
-                RequestOp::Range(r) => {
+                RequestOp::DeleteRange(d) => {
+                    for (k, live) in state.known.iter_mut() {
+                        if in_bounds(k, &d.key, &d.range_end) {
+                            *live = false;
+                        }
+                    }
+                    state.deleted.push((d.key.clone(), d.range_end.clone()));
+                }
+                RequestOp::Txn(n) => self.check_path_puts(n, path, at, state)?,
+                RequestOp::Range(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `key` exists at this point of the txn's path.
+    fn exists_on_path(&self, key: &[u8], state: &PathState) -> KvResult<bool> {
+        if let Some(live) = state.known.get(key) {
+            return Ok(*live);
+        }
+        if state.deleted.iter().any(|(k, e)| in_bounds(key, k, e)) {
+            return Ok(false);
+        }
+        Ok(self.current(key)?.is_some())
+    }
+
+    fn check_path_ranges(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> KvResult<()> {
+        let ok = path[*at];
+        *at += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            match op {
+                // etcd checks any non-zero revision, negative ones included, against the
+                // compaction revision: -1 fails once anything is compacted, and -2 always.
+                RequestOp::Range(r) if r.revision != 0 => {
                     if r.revision > self.rev {
                         return Err(KvError::FutureRev);
                     }
-                    if r.revision > 0 && r.revision < self.compacted {
+                    if r.revision < self.compacted {
                         return Err(KvError::Compacted);
                     }
                 }
-                RequestOp::Txn(n) => self.check_path(n, path, at)?,
-                RequestOp::DeleteRange(_) => {}
+                RequestOp::Txn(n) => self.check_path_ranges(n, path, at)?,
+                _ => {}
             }
         }
         Ok(())

@@ -1,0 +1,2 @@
+//! keel's cross-crate test support.
+pub mod etcd;
