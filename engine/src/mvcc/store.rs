@@ -476,11 +476,19 @@ impl KvStore {
     /// Opens (or creates) the store file.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> KvResult<KvStore> {
         let db = Database::open(path, options.btree.clone())?;
-        let mut w = db.begin_write()?;
-        for b in [KEY, INDEX, CURRENT, META] {
-            w.ensure_bucket(b)?;
+        // A new file gets its buckets in one durable commit; an existing store is opened without
+        // writing anything (restart cost = opening the B+tree file).
+        let names = db.begin_read().bucket_names()?;
+        if [KEY, INDEX, CURRENT, META]
+            .iter()
+            .any(|b| !names.iter().any(|n| n == b))
+        {
+            let mut w = db.begin_write()?;
+            for b in [KEY, INDEX, CURRENT, META] {
+                w.ensure_bucket(b)?;
+            }
+            w.commit_durable()?;
         }
-        w.commit_durable()?;
         Ok(KvStore {
             db: Arc::new(db),
             options,
