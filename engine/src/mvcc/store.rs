@@ -690,6 +690,27 @@ impl KvRead {
         range(&self.txn, r, self.rev, self.compacted)
     }
 
+    /// Visits the live records of keys in etcd's [key, range_end) at this snapshot's revision,
+    /// in key order, borrowed from the map (zero copy: the server encodes its response straight
+    /// from them). Stops early when `f` returns false. Returns the number visited.
+    pub fn for_each_current<'a>(
+        &'a self,
+        key: &[u8],
+        range_end: &[u8],
+        mut f: impl FnMut(&'a crate::mvcc::keys::ArchivedRecord) -> bool,
+    ) -> KvResult<u64> {
+        let (start, end) = key_bounds(key, range_end);
+        let mut n = 0;
+        for kv in self.txn.range(CURRENT, start, end, false)? {
+            let (_, bytes) = kv?;
+            n += 1;
+            if !f(archived(bytes)?) {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
     /// The archived current record of `key` borrowed from the map (zero copy).
     pub fn get_current(&self, key: &[u8]) -> KvResult<Option<&crate::mvcc::keys::ArchivedRecord>> {
         match self.txn.get(CURRENT, key)? {
