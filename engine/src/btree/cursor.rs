@@ -57,7 +57,8 @@ impl<'a> NodeRef<'a> {
                 ValueRef::Overflow { page, len } => Value::Overflow { page, len },
             },
             NodeRef::Dirty(n) => match &n.vals[i] {
-                Val::Inline(v) | Val::Big(v) => Value::Bytes(v),
+                Val::Inline(v) => Value::Bytes(v),
+                Val::Big(v) => Value::Bytes(v),
                 Val::Overflow { page, len } => Value::Overflow {
                     page: *page,
                     len: *len,

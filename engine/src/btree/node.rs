@@ -8,6 +8,69 @@ use crate::btree::page::{
     ValueRef, ELEM_SIZE, HEADER_SIZE, PAGE_SIZE,
 };
 
+/// Bytes of a dirty node: borrowed from the committed run the node was decoded from, or owned
+/// (new keys and values). Borrowing makes copying a node on write cost one small allocation per
+/// node instead of two per entry.
+pub enum Buf {
+    /// Points into the shared map. Valid for the write transaction's lifetime: the transaction
+    /// holds the map (`Arc<Shared>`), the run belongs to its base snapshot and committed runs are
+    /// never modified (S1), and the run is freed at this transaction's sequence, so nothing can
+    /// reuse it before the transaction ends (S3); the transaction writes only at commit, to pages
+    /// its base snapshot cannot reach.
+    Page {
+        ptr: *const u8,
+        len: usize,
+    },
+    Owned(Vec<u8>),
+}
+
+// SAFETY: a `Page` buffer points into immutable mapped memory (see the variant's comment);
+// sharing or sending a pointer to immutable bytes is sound. `Owned` is a Vec.
+unsafe impl Send for Buf {}
+// SAFETY: as above; `Buf` offers only shared access to the bytes.
+unsafe impl Sync for Buf {}
+
+impl Buf {
+    /// Borrows `bytes` of a validated committed run (see [`Buf::Page`] for why that is sound).
+    pub fn borrowed(bytes: &[u8]) -> Buf {
+        Buf::Page {
+            ptr: bytes.as_ptr(),
+            len: bytes.len(),
+        }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            // SAFETY: `ptr`/`len` came from a live slice of the map, which outlives every node
+            // of the transaction and is not modified meanwhile (the `Page` variant's comment).
+            Buf::Page { ptr, len } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Buf::Owned(v) => v,
+        }
+    }
+}
+
+impl Clone for Buf {
+    fn clone(&self) -> Buf {
+        match self {
+            Buf::Page { ptr, len } => Buf::Page {
+                ptr: *ptr,
+                len: *len,
+            },
+            Buf::Owned(v) => Buf::Owned(v.clone()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Buf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", &**self)
+    }
+}
+
 /// Index of a dirty node in the write transaction's arena.
 pub type NodeId = usize;
 
@@ -21,7 +84,7 @@ pub enum Child {
 
 #[derive(Clone, Debug)]
 pub enum Val {
-    Inline(Vec<u8>),
+    Inline(Buf),
     /// A new large value, written to an overflow run at commit.
     Big(Vec<u8>),
     /// A committed overflow run (freed if the entry is replaced or deleted).
@@ -36,7 +99,7 @@ impl Val {
         if v.len() > page::MAX_INLINE_VALUE {
             Val::Big(v.to_vec())
         } else {
-            Val::Inline(v.to_vec())
+            Val::Inline(Buf::Owned(v.to_vec()))
         }
     }
 
@@ -53,7 +116,7 @@ impl Val {
 pub struct Node {
     pub leaf: bool,
     /// Leaf: the entries' keys. Branch: the smallest key of each child's subtree.
-    pub keys: Vec<Vec<u8>>,
+    pub keys: Vec<Buf>,
     pub vals: Vec<Val>,
     pub children: Vec<Child>,
     /// Every change so far appended at the end (etcd's revision keys grow this way); such a
@@ -83,10 +146,10 @@ impl Node {
             n.children.reserve(p.count);
         }
         for i in 0..p.count {
-            n.keys.push(p.key(i).to_vec());
+            n.keys.push(Buf::borrowed(p.key(i)));
             if p.leaf {
                 n.vals.push(match p.value(i) {
-                    ValueRef::Inline(v) => Val::Inline(v.to_vec()),
+                    ValueRef::Inline(v) => Val::Inline(Buf::borrowed(v)),
                     ValueRef::Overflow { page, len } => Val::Overflow { page, len },
                 });
             } else {
@@ -223,7 +286,7 @@ impl Node {
 
     /// Leaf search: index of the first key >= `key`, and whether it is equal.
     pub fn search(&self, key: &[u8]) -> (usize, bool) {
-        match self.keys.binary_search_by(|k| k.as_slice().cmp(key)) {
+        match self.keys.binary_search_by(|k| (**k).cmp(key)) {
             Ok(i) => (i, true),
             Err(i) => (i, false),
         }
@@ -264,8 +327,8 @@ mod tests {
     fn leaf(entries: &[(&[u8], usize)]) -> Node {
         let mut n = Node::new_leaf();
         for (k, vl) in entries {
-            n.keys.push(k.to_vec());
-            n.vals.push(Val::Inline(vec![7; *vl]));
+            n.keys.push(Buf::Owned(k.to_vec()));
+            n.vals.push(Val::Inline(Buf::Owned(vec![7; *vl])));
         }
         n
     }
@@ -277,7 +340,7 @@ mod tests {
         let h = validate_run(&buf, 9, 10).unwrap();
         let p = NodePage::new(&buf, &h);
         for i in 0..4 {
-            assert_eq!(p.key(i), n.keys[i].as_slice());
+            assert_eq!(p.key(i), &*n.keys[i]);
             let ValueRef::Inline(v) = p.value(i) else {
                 panic!()
             };
@@ -293,8 +356,8 @@ mod tests {
             .collect();
         let mut n = Node::new_leaf();
         for k in &keys {
-            n.keys.push(k.clone());
-            n.vals.push(Val::Inline(vec![1; 100]));
+            n.keys.push(Buf::Owned(k.clone()));
+            n.vals.push(Val::Inline(Buf::Owned(vec![1; 100])));
         }
         for fill in [PAGE_SIZE / 2, PAGE_SIZE] {
             let pts = n.split_points(fill);

@@ -18,7 +18,7 @@ use std::sync::{Arc, MutexGuard};
 use crate::btree::cursor::{Cursor, Range, Source};
 use crate::btree::db::{Shared, Snapshot, WriterState};
 use crate::btree::error::{Error, Result};
-use crate::btree::node::{encode_overflow, Child, Node, NodeId, Val};
+use crate::btree::node::{encode_overflow, Buf, Child, Node, NodeId, Val};
 use crate::btree::page::{
     check_key, check_value, corrupted, pages_for, rd_u64, seal, wr_u64, Header, Kind, Meta, PageId,
     FIRST_DATA_PAGE, FREELIST_IDS_OFFSET, FREELIST_IDS_PER_PAGE, HEADER_SIZE, MAX_DEPTH, PAGE_SIZE,
@@ -343,7 +343,7 @@ impl<'db> WriteTxn<'db> {
             }
             (i, false) => {
                 n.append &= i == n.keys.len();
-                n.keys.insert(i, key.to_vec());
+                n.keys.insert(i, Buf::Owned(key.to_vec()));
                 n.vals.insert(i, Val::new(value));
                 Ok(true)
             }
@@ -454,7 +454,7 @@ impl<'db> WriteTxn<'db> {
     }
 
     /// Writes a dirty node (and below it) to new pages; returns (first key, page) per piece.
-    fn spill(&mut self, id: NodeId) -> Result<Vec<(Vec<u8>, PageId)>> {
+    fn spill(&mut self, id: NodeId) -> Result<Vec<(Buf, PageId)>> {
         let mut node = std::mem::take(&mut self.arena[id]);
         let mut append_only = node.append;
         if node.leaf {
