@@ -413,29 +413,38 @@ impl<'a> Range<'a> {
         }
     }
 
+    /// Whether `k` is still inside the bound the iteration moves towards. The bound it started
+    /// from was applied by the seek, and keys only move away from it.
     fn in_bounds(&self, k: &[u8]) -> bool {
-        let after_start = match &self.start {
-            Bound::Unbounded => true,
-            Bound::Included(s) => k >= s.as_slice(),
-            Bound::Excluded(s) => k > s.as_slice(),
-        };
-        let before_end = match &self.end {
-            Bound::Unbounded => true,
-            Bound::Included(e) => k <= e.as_slice(),
-            Bound::Excluded(e) => k < e.as_slice(),
-        };
-        after_start && before_end
+        if self.reverse {
+            match &self.start {
+                Bound::Unbounded => true,
+                Bound::Included(s) => k >= s.as_slice(),
+                Bound::Excluded(s) => k > s.as_slice(),
+            }
+        } else {
+            match &self.end {
+                Bound::Unbounded => true,
+                Bound::Included(e) => k <= e.as_slice(),
+                Bound::Excluded(e) => k < e.as_slice(),
+            }
+        }
     }
 
     fn step(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
         if !self.started {
             self.started = true;
-            if self.reverse {
-                let end = self.end.clone();
-                self.cursor.seek_end(end.as_ref().map(Vec::as_slice))?;
+            let Range {
+                cursor,
+                start,
+                end,
+                reverse,
+                ..
+            } = self;
+            if *reverse {
+                cursor.seek_end(end.as_ref().map(Vec::as_slice))?;
             } else {
-                let start = self.start.clone();
-                self.cursor.seek_start(start.as_ref().map(Vec::as_slice))?;
+                cursor.seek_start(start.as_ref().map(Vec::as_slice))?;
             }
         } else if self.reverse {
             self.cursor.prev()?;
