@@ -70,15 +70,15 @@ trait View {
     fn count(&self, bucket: &[u8], start: Bound<&[u8]>, end: Bound<&[u8]>) -> btree::Result<u64>;
 }
 
-fn missing(name: &[u8]) -> btree::Error {
-    btree::Error::BucketNotFound(name.to_vec())
+/// A bucket the store created at open; its absence means a damaged or foreign file.
+fn existing<'r>(txn: &'r btree::ReadTxn, name: &[u8]) -> btree::Result<btree::Bucket<'r>> {
+    txn.bucket(name)?
+        .ok_or_else(|| btree::Error::BucketNotFound(name.to_vec()))
 }
 
 impl View for btree::ReadTxn {
     fn get(&self, bucket: &[u8], key: &[u8]) -> btree::Result<Option<&[u8]>> {
-        self.bucket(bucket)?
-            .ok_or_else(|| missing(bucket))?
-            .get(key)
+        existing(self, bucket)?.get(key)
     }
     fn range(
         &self,
@@ -87,15 +87,10 @@ impl View for btree::ReadTxn {
         end: Bound<&[u8]>,
         rev: bool,
     ) -> btree::Result<Range<'_>> {
-        Ok(self
-            .bucket(bucket)?
-            .ok_or_else(|| missing(bucket))?
-            .range(start, end, rev))
+        Ok(existing(self, bucket)?.range(start, end, rev))
     }
     fn count(&self, bucket: &[u8], start: Bound<&[u8]>, end: Bound<&[u8]>) -> btree::Result<u64> {
-        self.bucket(bucket)?
-            .ok_or_else(|| missing(bucket))?
-            .count(start, end)
+        existing(self, bucket)?.count(start, end)
     }
 }
 
