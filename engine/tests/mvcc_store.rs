@@ -240,3 +240,95 @@ fn readers_on_other_threads_see_consistent_revisions_while_the_apply_thread_writ
     }
     assert_eq!(s.applied_index().unwrap(), 2000);
 }
+
+fn kv_put(k: &str, v: &str, lease: i64) -> PutRequest {
+    PutRequest {
+        key: k.as_bytes().to_vec(),
+        value: v.as_bytes().to_vec(),
+        lease,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn writes_report_their_events_in_revision_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir, "db", 1 << 30);
+    let mut w = s.write().unwrap();
+    w.put(&kv_put("a", "1", 0)).unwrap();
+    w.put(&kv_put("a", "2", 0)).unwrap();
+    w.txn(&TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Put(kv_put("b", "x", 0)),
+            RequestOp::DeleteRange(DeleteRangeRequest {
+                key: b"a".to_vec(),
+                ..Default::default()
+            }),
+        ],
+        failure: vec![],
+    })
+    .unwrap();
+    let ev = w.take_events();
+    w.commit(7).unwrap();
+    let got: Vec<_> = ev
+        .iter()
+        .map(|e| {
+            (
+                e.kind,
+                String::from_utf8_lossy(&e.kv.key).into_owned(),
+                e.kv.mod_revision,
+                e.kv.version,
+                e.prev_kv.as_ref().map(|p| p.mod_revision),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (EventType::Put, "a".into(), 2, 1, None),
+            (EventType::Put, "a".into(), 3, 2, Some(2)),
+            (EventType::Put, "b".into(), 4, 1, None),
+            (EventType::Delete, "a".into(), 4, 0, Some(3)),
+        ]
+    );
+}
+
+#[test]
+fn lease_check_refuses_unknown_leases_before_applying_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir, "db", 1 << 30);
+    let mut w = s.write().unwrap();
+    w.set_lease_check(|id| id == 5);
+    w.put(&kv_put("k", "v", 5)).unwrap();
+    assert_eq!(w.put(&kv_put("k", "v", 6)), Err(KvError::LeaseNotFound));
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![
+            RequestOp::Put(kv_put("x", "1", 0)),
+            RequestOp::Put(kv_put("y", "1", 9)),
+        ],
+        failure: vec![],
+    };
+    assert_eq!(w.txn(&t).map(|_| ()), Err(KvError::LeaseNotFound));
+    assert_eq!(w.revision(), 2, "nothing of the failed txn was applied");
+    assert_eq!(w.take_events().len(), 1);
+    // Several keys go in one revision (a lease revoke); absent keys are skipped.
+    w.put(&kv_put("k2", "v", 5)).unwrap();
+    let d = w
+        .delete_keys(&[b"k".to_vec(), b"nope".to_vec(), b"k2".to_vec()])
+        .unwrap();
+    assert_eq!((d.deleted, d.header.revision), (2, 4));
+    // Auxiliary buckets commit with the batch.
+    w.aux_put(b"lease", b"5", b"ttl").unwrap();
+    w.commit(1).unwrap();
+    let r = s.read().unwrap();
+    let mut seen = Vec::new();
+    r.aux_scan(b"lease", |k, v| {
+        seen.push((k.to_vec(), v.to_vec()));
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, vec![(b"5".to_vec(), b"ttl".to_vec())]);
+    assert_eq!(r.revision(), 4);
+}

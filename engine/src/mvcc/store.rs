@@ -525,6 +525,8 @@ impl KvStore {
             store: self,
             main: 0,
             sub: 0,
+            events: Vec::new(),
+            lease_exists: None,
         })
     }
 
@@ -662,11 +664,20 @@ impl KvStore {
     }
 }
 
+/// Auxiliary buckets live beside the store's own; their names must not collide with them.
+fn check_aux(bucket: &[u8]) {
+    assert!(
+        ![KEY, INDEX, CURRENT, META].contains(&bucket),
+        "{:?} is one of the MVCC store's own buckets",
+        String::from_utf8_lossy(bucket)
+    );
+}
+
 /// A read snapshot of the store.
 pub struct KvRead {
-    txn: btree::ReadTxn,
-    rev: i64,
-    compacted: i64,
+    pub(crate) txn: btree::ReadTxn,
+    pub(crate) rev: i64,
+    pub(crate) compacted: i64,
 }
 
 impl KvRead {
@@ -706,6 +717,22 @@ impl KvRead {
         Ok(n)
     }
 
+    /// Visits every entry of an auxiliary bucket in key order (nothing when it does not
+    /// exist yet). Stops early when `f` returns false.
+    pub fn aux_scan(&self, bucket: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) -> KvResult<()> {
+        check_aux(bucket);
+        let Some(b) = self.txn.bucket(bucket)? else {
+            return Ok(());
+        };
+        for kv in b.iter() {
+            let (k, v) = kv?;
+            if !f(k, v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The archived current record of `key` borrowed from the map (zero copy).
     pub fn get_current(&self, key: &[u8]) -> KvResult<Option<&crate::mvcc::keys::ArchivedRecord>> {
         match self.txn.get(CURRENT, key)? {
@@ -726,9 +753,13 @@ pub struct KvWrite<'s> {
     /// Main and next sub revision of the request being applied (0 = none yet).
     main: i64,
     sub: i64,
+    /// Every change of this batch, in revision order (the watch hub's input).
+    events: Vec<Event>,
+    /// The lessor's answer to "does this lease exist?" (None: every lease is accepted).
+    lease_exists: Option<Box<dyn Fn(i64) -> bool + 's>>,
 }
 
-impl KvWrite<'_> {
+impl<'s> KvWrite<'s> {
     pub fn revision(&self) -> i64 {
         self.rev
     }
@@ -796,6 +827,9 @@ impl KvWrite<'_> {
         if (p.ignore_value || p.ignore_lease) && prev.is_none() {
             return Err(KvError::KeyNotFound);
         }
+        if !p.ignore_lease && !self.lease_ok(p.lease) {
+            return Err(KvError::LeaseNotFound);
+        }
         let main = self.main;
         let sub = self.sub;
         self.sub += 1;
@@ -825,7 +859,13 @@ impl KvWrite<'_> {
             .bucket(INDEX)?
             .put(&index_key(&p.key, main, sub), &[0])?;
         self.txn.bucket(CURRENT)?.put(&p.key, &bytes)?;
-        Ok(prev.as_ref().map(Self::record_to_kv))
+        let prev = prev.as_ref().map(Self::record_to_kv);
+        self.events.push(Event {
+            kind: EventType::Put,
+            kv: Self::record_to_kv(&rec),
+            prev_kv: prev.clone(),
+        });
+        Ok(prev)
     }
 
     fn delete_change(&mut self, key: &[u8], range_end: &[u8]) -> KvResult<Vec<KeyValue>> {
@@ -854,8 +894,74 @@ impl KvWrite<'_> {
                 .bucket(INDEX)?
                 .put(&index_key(&kv.key, main, sub), &[1])?;
             self.txn.bucket(CURRENT)?.delete(&kv.key)?;
+            self.events.push(Event {
+                kind: EventType::Delete,
+                kv: KeyValue {
+                    key: kv.key.clone(),
+                    mod_revision: main,
+                    ..KeyValue::default()
+                },
+                prev_kv: Some(kv.clone()),
+            });
         }
         Ok(victims)
+    }
+
+    /// Deletes the listed live keys (absent ones are skipped) in one revision: a lease revoke
+    /// (etcd deletes every key attached to the lease in one txn). No txn op limit applies.
+    pub fn delete_keys(&mut self, keys: &[Vec<u8>]) -> KvResult<DeleteRangeResponse> {
+        self.begin();
+        let mut deleted = Vec::new();
+        for k in keys {
+            if k.is_empty() {
+                continue;
+            }
+            deleted.extend(self.delete_change(k, &[])?);
+        }
+        self.end()?;
+        Ok(DeleteRangeResponse {
+            header: ResponseHeader { revision: self.rev },
+            deleted: deleted.len() as i64,
+            prev_kvs: deleted,
+        })
+    }
+
+    /// Installs the lessor's lease lookup: puts (alone or in a txn) naming a lease it does not
+    /// know fail with LeaseNotFound before anything of the request is applied.
+    pub fn set_lease_check(&mut self, f: impl Fn(i64) -> bool + 's) {
+        self.lease_exists = Some(Box::new(f));
+    }
+
+    fn lease_ok(&self, lease: i64) -> bool {
+        lease == 0 || self.lease_exists.as_ref().is_none_or(|f| f(lease))
+    }
+
+    /// Takes the events of the requests applied so far in this batch, in revision order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Writes `key` → `value` in an auxiliary bucket (leases, cluster metadata), created on
+    /// first use, in this batch's transaction (so it commits atomically with the changes, S4).
+    pub fn aux_put(&mut self, bucket: &[u8], key: &[u8], value: &[u8]) -> KvResult<()> {
+        check_aux(bucket);
+        self.txn.ensure_bucket(bucket)?;
+        self.txn.bucket(bucket)?.put(key, value)?;
+        Ok(())
+    }
+
+    /// Deletes `key` from an auxiliary bucket; returns whether it was there.
+    pub fn aux_delete(&mut self, bucket: &[u8], key: &[u8]) -> KvResult<bool> {
+        check_aux(bucket);
+        self.txn.ensure_bucket(bucket)?;
+        Ok(self.txn.bucket(bucket)?.delete(key)?)
+    }
+
+    /// Reads `key` from an auxiliary bucket, including this batch's changes.
+    pub fn aux_get(&mut self, bucket: &[u8], key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+        check_aux(bucket);
+        self.txn.ensure_bucket(bucket)?;
+        Ok(self.txn.get_in(bucket, key)?.map(<[u8]>::to_vec))
     }
 
     /// etcd measures the whole backend file against the quota; so do we (the high-water mark).
@@ -982,6 +1088,9 @@ impl KvWrite<'_> {
                 RequestOp::Put(p) => {
                     if (p.ignore_value || p.ignore_lease) && !self.exists_on_path(&p.key, state)? {
                         return Err(KvError::KeyNotFound);
+                    }
+                    if !p.ignore_lease && !self.lease_ok(p.lease) {
+                        return Err(KvError::LeaseNotFound);
                     }
                     state.known.insert(p.key.clone(), true);
                 }

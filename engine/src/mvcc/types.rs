@@ -163,6 +163,24 @@ pub struct CompactionResponse {
     pub header: ResponseHeader,
 }
 
+/// mvccpb.Event's type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EventType {
+    #[default]
+    Put = 0,
+    Delete = 1,
+}
+
+/// mvccpb.Event: one change. A delete's `kv` holds the key and the deleting revision in
+/// `mod_revision` (other fields zero), as etcd's does. `prev_kv` is the key's previous live
+/// version, if any (watchers that did not ask for prev_kv drop it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventType,
+    pub kv: KeyValue,
+    pub prev_kv: Option<KeyValue>,
+}
+
 /// gRPC status codes used by etcd's errors (a wire front end maps them 1:1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
