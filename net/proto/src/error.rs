@@ -6,22 +6,17 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// A protocol violation found while decoding untrusted bytes (D1). Never a panic: the server
 /// answers with [`ProtoError::to_error_response`] in an error frame and closes the connection.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProtoError {
     /// The frame does not start with the magic bytes.
-    #[error("bad magic {0:#010x}")]
     BadMagic(u32),
     /// The frame's protocol version is not one this build speaks.
-    #[error("unsupported protocol version {0}")]
     UnsupportedVersion(u8),
     /// Flag bits this version does not define are set.
-    #[error("unknown flags {0:#04x}")]
     UnknownFlags(u8),
     /// The reserved header bytes are not zero.
-    #[error("reserved header bytes are not zero")]
     ReservedNotZero,
     /// The payload length exceeds the decoder's limit (checked before any allocation).
-    #[error("payload length {len} exceeds the limit {max}")]
     PayloadTooLarge {
         /// Length announced by the header.
         len: u32,
@@ -29,7 +24,6 @@ pub enum ProtoError {
         max: u32,
     },
     /// The CRC32C stored in the header does not match the frame's bytes.
-    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     ChecksumMismatch {
         /// CRC stored in the frame.
         stored: u32,
@@ -37,16 +31,12 @@ pub enum ProtoError {
         computed: u32,
     },
     /// The opcode is not in this version's table.
-    #[error("unknown opcode {0:#06x}")]
     UnknownOpcode(u16),
     /// The padding after the payload is not zero.
-    #[error("frame padding is not zero")]
     BadPadding,
     /// The opcode is valid but not expected here (a response sent to the server, or vice versa).
-    #[error("unexpected opcode {0:#06x} in this direction")]
     UnexpectedOpcode(u16),
     /// The payload's message kind does not match the frame's opcode.
-    #[error("payload is a {payload:#06x} message but the frame's opcode is {opcode:#06x}")]
     OpcodeMismatch {
         /// Opcode in the header.
         opcode: u16,
@@ -54,18 +44,47 @@ pub enum ProtoError {
         payload: u16,
     },
     /// The payload failed rkyv validation (bounds, pointers, enum tags, UTF-8, nesting depth).
-    #[error("invalid payload: {0}")]
     InvalidPayload(String),
     /// The payload slice is not aligned for zero-copy access (copy it into an aligned buffer).
-    #[error("payload is not aligned to {0} bytes")]
     Misaligned(usize),
     /// A message could not be encoded (too large for the 32-bit length, or serializer failure).
-    #[error("cannot encode: {0}")]
     Encode(String),
     /// The decoder already returned an error; the connection must be closed.
-    #[error("decoder is poisoned by an earlier error")]
     Poisoned,
 }
+
+impl std::fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProtoError::BadMagic(x) => write!(f, "bad magic {x:#010x}"),
+            ProtoError::UnsupportedVersion(x) => write!(f, "unsupported protocol version {x}"),
+            ProtoError::UnknownFlags(x) => write!(f, "unknown flags {x:#04x}"),
+            ProtoError::ReservedNotZero => write!(f, "reserved header bytes are not zero"),
+            ProtoError::PayloadTooLarge { len, max } => {
+                write!(f, "payload length {len} exceeds the limit {max}")
+            }
+            ProtoError::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+            ProtoError::UnknownOpcode(x) => write!(f, "unknown opcode {x:#06x}"),
+            ProtoError::BadPadding => write!(f, "frame padding is not zero"),
+            ProtoError::UnexpectedOpcode(x) => {
+                write!(f, "unexpected opcode {x:#06x} in this direction")
+            }
+            ProtoError::OpcodeMismatch { payload, opcode } => write!(
+                f,
+                "payload is a {payload:#06x} message but the frame's opcode is {opcode:#06x}"
+            ),
+            ProtoError::InvalidPayload(x) => write!(f, "invalid payload: {x}"),
+            ProtoError::Misaligned(x) => write!(f, "payload is not aligned to {x} bytes"),
+            ProtoError::Encode(x) => write!(f, "cannot encode: {x}"),
+            ProtoError::Poisoned => write!(f, "decoder is poisoned by an earlier error"),
+        }
+    }
+}
+
+impl std::error::Error for ProtoError {}
 
 impl ProtoError {
     /// The error response the server sends before closing the connection.
