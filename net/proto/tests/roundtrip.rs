@@ -83,7 +83,7 @@ proptest! {
         let mut shifted = vec![0u8; bytes.len() + 1];
         shifted[1..].copy_from_slice(&bytes);
         let off = &shifted[1..];
-        if off.as_ptr() as usize % PAYLOAD_ALIGN != 0 {
+        if (off.as_ptr() as usize) & (PAYLOAD_ALIGN - 1) != 0 {
             prop_assert!(matches!(InternalRequest::access(off), Err(ProtoError::Misaligned(_))));
         }
         prop_assert_eq!(InternalRequest::decode(off).unwrap(), req);
