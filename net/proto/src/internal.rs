@@ -1,0 +1,126 @@
+//! Internal Raft request encoding: what the server proposes into a Raft entry for a client write
+//! (etcd's `InternalRaftRequest`). Entry bytes come back from disk and from peers, so decoding
+//! validates them like any untrusted input (D1).
+//!
+//! Encoding: a 16-byte envelope (`"KIRQ"`, format version, 11 zero bytes) followed by the rkyv
+//! archive of [`InternalRequest`]. The envelope keeps the archive 16-byte aligned inside an
+//! aligned buffer and lets a later format be told apart.
+
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::codec::{access_archive, to_archive, AlignedBytes};
+use crate::error::ProtoError;
+use crate::messages::{
+    AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    PutRequest, TxnRequest,
+};
+
+/// Envelope magic.
+pub const INTERNAL_MAGIC: [u8; 4] = *b"KIRQ";
+/// Envelope format version.
+pub const INTERNAL_VERSION: u8 = 1;
+/// Envelope length (keeps the archive aligned).
+pub const INTERNAL_ENVELOPE_LEN: usize = 16;
+
+/// `etcdserverpb.RequestHeader` as keel needs it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct InternalHeader {
+    /// The proposal id (member id + client core + sequence): the proposing member's waiter key.
+    pub id: u64,
+}
+
+/// `etcdserverpb.LeaseCheckpoint`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct LeaseCheckpoint {
+    /// `ID` of the lease.
+    pub id: i64,
+    /// `remaining_TTL` in seconds.
+    pub remaining_ttl: i64,
+}
+
+/// `etcdserverpb.LeaseCheckpointRequest`.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct LeaseCheckpointRequest {
+    /// The checkpoints (the leader batches them).
+    pub checkpoints: Vec<LeaseCheckpoint>,
+}
+
+/// What the entry asks the apply core to do.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum InternalBody {
+    /// KV.Put.
+    Put(PutRequest),
+    /// KV.DeleteRange.
+    DeleteRange(DeleteRangeRequest),
+    /// KV.Txn.
+    Txn(TxnRequest),
+    /// KV.Compact.
+    Compaction(CompactionRequest),
+    /// Lease.LeaseGrant.
+    LeaseGrant(LeaseGrantRequest),
+    /// Lease.LeaseRevoke (also how a lease expires, proposed by the leader: L1).
+    LeaseRevoke(LeaseRevokeRequest),
+    /// Lease checkpoints (remaining TTLs persisted across leader changes).
+    LeaseCheckpoint(LeaseCheckpointRequest),
+    /// Maintenance.Alarm (activate/deactivate go through consensus).
+    Alarm(AlarmRequest),
+}
+
+/// etcd's `InternalRaftRequest`: one client write as it travels through the Raft log.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct InternalRequest {
+    /// The header.
+    pub header: InternalHeader,
+    /// The request.
+    pub body: InternalBody,
+}
+
+impl InternalRequest {
+    /// Encodes into an aligned buffer (envelope + archive), ready to be a Raft entry's data.
+    pub fn encode(&self) -> Result<AlignedVec, ProtoError> {
+        let archive = to_archive(self)?;
+        let mut out = AlignedVec::with_capacity(INTERNAL_ENVELOPE_LEN + archive.len());
+        out.extend_from_slice(&INTERNAL_MAGIC);
+        out.push(INTERNAL_VERSION);
+        out.extend_from_slice(&[0u8; INTERNAL_ENVELOPE_LEN - 5]);
+        out.extend_from_slice(&archive);
+        Ok(out)
+    }
+
+    /// Validates entry bytes in place and returns the archived request, zero-copy. `bytes` must be
+    /// 16-byte aligned ([`ProtoError::Misaligned`] otherwise; see [`AlignedBytes`]).
+    pub fn access(bytes: &[u8]) -> Result<&ArchivedInternalRequest, ProtoError> {
+        check_envelope(bytes)?;
+        access_archive::<ArchivedInternalRequest>(&bytes[INTERNAL_ENVELOPE_LEN..])
+    }
+
+    /// Validates and deserializes entry bytes (any alignment: copies when misaligned).
+    pub fn decode(bytes: &[u8]) -> Result<InternalRequest, ProtoError> {
+        let aligned = AlignedBytes::new(bytes);
+        let archived = InternalRequest::access(&aligned)?;
+        rkyv::deserialize::<InternalRequest, rkyv::rancor::Error>(archived)
+            .map_err(|e| ProtoError::InvalidPayload(e.to_string()))
+    }
+}
+
+fn check_envelope(bytes: &[u8]) -> Result<(), ProtoError> {
+    if bytes.len() < INTERNAL_ENVELOPE_LEN || bytes[0..4] != INTERNAL_MAGIC {
+        let mut m = [0u8; 4];
+        let n = bytes.len().min(4);
+        m[..n].copy_from_slice(&bytes[..n]);
+        return Err(ProtoError::BadMagic(u32::from_be_bytes(m)));
+    }
+    if bytes[4] != INTERNAL_VERSION {
+        return Err(ProtoError::UnsupportedVersion(bytes[4]));
+    }
+    if bytes[5..INTERNAL_ENVELOPE_LEN].iter().any(|&b| b != 0) {
+        return Err(ProtoError::ReservedNotZero);
+    }
+    Ok(())
+}
