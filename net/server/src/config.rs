@@ -501,8 +501,14 @@ mod tests {
         let c = Config::from_flags(&flags(&[]), 2).unwrap();
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir, PathBuf::from("default.keel"));
-        assert_eq!(c.client_addrs, vec!["127.0.0.1:2379".parse().unwrap()]);
-        assert_eq!(c.peer_listen, "127.0.0.1:2380".parse().unwrap());
+        assert_eq!(
+            c.client_addrs,
+            vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            c.peer_listen,
+            "127.0.0.1:2380".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.initial_cluster.len(), 1);
         assert_eq!(c.initial_cluster[0].id, c.member_id);
         assert_eq!(c.election_ticks, 10);

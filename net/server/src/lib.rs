@@ -1,4 +1,5 @@
 //! The keel server: executors pinned to cores in three roles (log, apply, client), wired to the
 //! engine (MVCC, watch, lease), the Raft core and the WAL. See ARCHITECTURE.md and DESIGN.md §2–§4.
 pub mod config;
+pub mod convert;
 pub mod signals;
