@@ -27,8 +27,10 @@ pub const INTERNAL_ENVELOPE_LEN: usize = 16;
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct InternalHeader {
-    /// The proposal id (member id + client core + sequence): the proposing member's waiter key.
+    /// The proposal id (client core + sequence): the proposing member's waiter key.
     pub id: u64,
+    /// The member that proposed it: only that member has a waiter for `id`.
+    pub member_id: u64,
 }
 
 /// `etcdserverpb.LeaseCheckpoint`.

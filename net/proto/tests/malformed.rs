@@ -275,7 +275,10 @@ fn nesting_is_limited() {
     }
     // The same limit guards Raft entries (D1).
     let deep = InternalRequest {
-        header: InternalHeader { id: 1 },
+        header: InternalHeader {
+            id: 1,
+            member_id: 2,
+        },
         body: InternalBody::Txn(nested_txn(limits::MAX_TXN_DEPTH + 1)),
     };
     assert!(InternalRequest::decode(&deep.encode().unwrap()).is_err());
@@ -291,7 +294,10 @@ fn split(frame: &[u8]) -> (FrameHeader, Vec<u8>) {
 #[test]
 fn internal_envelope_is_checked() {
     let req = InternalRequest {
-        header: InternalHeader { id: 9 },
+        header: InternalHeader {
+            id: 9,
+            member_id: 3,
+        },
         body: InternalBody::LeaseRevoke(LeaseRevokeRequest { id: 3 }),
     };
     let good = req.encode().unwrap();

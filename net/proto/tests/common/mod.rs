@@ -505,7 +505,10 @@ pub fn internal_request() -> impl Strategy<Value = InternalRequest> {
         alarm_request().prop_map(InternalBody::Alarm),
     ];
     (any::<u64>(), body).prop_map(|(id, body)| InternalRequest {
-        header: InternalHeader { id },
+        header: InternalHeader {
+            id,
+            member_id: id ^ 0x5a5a,
+        },
         body,
     })
 }
