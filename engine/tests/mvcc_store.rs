@@ -332,3 +332,38 @@ fn lease_check_refuses_unknown_leases_before_applying_anything() {
     assert_eq!(seen, vec![(b"5".to_vec(), b"ttl".to_vec())]);
     assert_eq!(r.revision(), 4);
 }
+
+#[test]
+fn a_snapshot_file_installs_over_another_store_and_garbage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir, "a", 1 << 30);
+    let b = open(&dir, "b", 1 << 30);
+    put(&a, "from-a", b"1").unwrap();
+    put(&a, "from-a2", b"2").unwrap();
+    put(&b, "from-b", b"3").unwrap();
+    let snap = dir.path().join("snap");
+    a.database().compact_to(&snap, Options::default()).unwrap();
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, vec![0xAB; 16384]).unwrap();
+    assert!(b.database().install(&garbage).is_err());
+    let r = b.read().unwrap();
+    assert_eq!(r.revision(), 2, "a refused install changes nothing");
+    drop(r);
+    let old_reader = b.read().unwrap();
+    b.database().install(&snap).unwrap();
+    let r = b.read().unwrap();
+    assert_eq!(r.revision(), 3);
+    let all = r
+        .range(&RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..Default::default()
+        })
+        .unwrap();
+    let keys: Vec<_> = all.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, vec![b"from-a".to_vec(), b"from-a2".to_vec()]);
+    assert_eq!(old_reader.revision(), 2, "open readers keep the old file");
+    // Writes continue on the installed file.
+    put(&b, "after", b"4").unwrap();
+    assert_eq!(b.read().unwrap().revision(), 4);
+}

@@ -89,6 +89,36 @@ impl Database {
     }
 }
 
+impl Database {
+    /// Replaces the database with the file at `src` (a complete database, e.g. a Raft snapshot
+    /// received from the leader): `src` is opened and verified first (a file that does not open
+    /// is refused and nothing changes, D1), then renamed over the database file (atomic; the
+    /// directory is synced) and this handle switches to it. Open readers keep the old file.
+    pub fn install(&self, src: &Path) -> Result<()> {
+        let path = self.path.clone().ok_or_else(|| {
+            Error::Io(std::io::Error::other(
+                "installing a file needs a database opened from a path",
+            ))
+        })?;
+        let _lock = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.inner.load_full();
+        if old.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::PreviousIo);
+        }
+        // Verify before anything is replaced.
+        Database::open(src, old.options.clone())?;
+        std::fs::rename(src, &path)?;
+        sync_dir(&path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        let shared = open_shared(Box::new(FileBackend::new(file)), old.options.clone())?;
+        self.inner.store(Arc::new(shared));
+        Ok(())
+    }
+}
+
 fn sync_dir(path: &Path) -> Result<()> {
     let dir = path
         .parent()
