@@ -2,4 +2,5 @@
 //! store, watch and lease are built on it. No networking and no Raft here (DESIGN.md §1).
 
 pub mod btree;
+pub mod lease;
 pub mod mvcc;
