@@ -3,3 +3,4 @@
 
 pub mod btree;
 pub mod mvcc;
+pub mod watch;
