@@ -4,3 +4,4 @@
 pub mod btree;
 pub mod lease;
 pub mod mvcc;
+pub mod watch;

@@ -4,11 +4,13 @@
 //! buckets is in `keys.rs`; the logic in `store.rs`.
 
 mod autocompact;
+mod history;
 mod keys;
 mod store;
 mod types;
 
 pub use autocompact::{AutoCompaction, AutoCompactor};
+pub use history::HistoryBatch;
 pub use keys::{ArchivedRecord, Record};
 pub use store::{
     check_delete, check_put, check_range, check_txn, KvRead, KvStore, KvWrite, StoreOptions,
