@@ -982,6 +982,27 @@ impl<'s> KvWrite<'s> {
         Ok(())
     }
 
+    /// Raises the NOSPACE alarm in this batch (etcd's `alarm activate` of NOSPACE).
+    pub fn raise_nospace(&mut self) -> KvResult<()> {
+        self.nospace = true;
+        self.txn
+            .bucket(META)?
+            .put(META_NOSPACE, &1i64.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Clears the NOSPACE alarm in this batch (etcd's `alarm disarm`).
+    pub fn clear_nospace(&mut self) -> KvResult<()> {
+        self.nospace = false;
+        self.txn.bucket(META)?.delete(META_NOSPACE)?;
+        Ok(())
+    }
+
+    /// Whether NOSPACE is raised, as of this batch.
+    pub fn nospace(&self) -> bool {
+        self.nospace
+    }
+
     pub fn put(&mut self, p: &PutRequest) -> KvResult<PutResponse> {
         check_put(p)?;
         if self.nospace {

@@ -1,0 +1,751 @@
+//! The apply core (DESIGN.md §2, §3 step 4): applies committed Raft entries in log order to the
+//! MVCC store, the lessor and the watch hub; publishes the read view (a visible B+tree commit
+//! per batch, with the applied index in the same transaction, S4); answers the proposers on
+//! this member (S5: a write is answered only once it is durable on a quorum — the log core
+//! delivers only committed entries — and applied here); makes the store durable periodically
+//! (the WAL is the durability point; recovery replays from the durable applied index).
+//!
+//! Also the leader-side timers that must go through consensus: lease expiry and checkpoints
+//! (L1: proposed as entries, never applied from the local clock), auto-compaction. And the
+//! queries that need apply-core state (keepalive, TimeToLive, lease list, defragment).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use keel_engine::lease::{LeaseError, Lessor};
+use keel_engine::mvcc::{AutoCompaction, AutoCompactor, Event, KvError, KvStore, KvWrite};
+use keel_engine::watch::{WatchHub, WatchOptions, WatchResponse, WatchSink};
+use keel_proto as p;
+use keel_raft::consensus::{EntryKind, Role};
+
+use crate::convert::{self, HeaderCtx};
+use crate::msg::{core_of, ConnId, Query, Reply, ToApply, ToClient};
+use crate::raftnode::{ApplyHandle, ClientHandle, LogEvent, LogStatus};
+
+/// Watch responses a connection may have outstanding (handed over, not yet written) before
+/// its watchers fall back to catching up from the store (etcd's victim handling).
+pub const WATCH_CREDIT: usize = 1024;
+/// Revisions read per catch-up round of behind watchers.
+const SYNC_BATCH: usize = 1000;
+/// Superseded revisions removed per physical compaction step.
+const COMPACT_BATCH: usize = 1000;
+/// How often the apply core's timer runs (durable sync, watch catch-up, leases).
+const TICK: Duration = Duration::from_millis(100);
+
+/// What the apply core needs; built by `node.rs`.
+pub struct ApplyConfig {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub store: Arc<KvStore>,
+    pub lessor_cfg: keel_engine::lease::LessorConfig,
+    pub auto_compaction: Option<AutoCompaction>,
+    pub max_response_bytes: usize,
+}
+
+/// A connection's watch stream: responses go to its client core, bounded by `credit`.
+pub struct ConnSink {
+    conn: ConnId,
+    tx: Rc<ConnectedSender<ToClient>>,
+    credit: Arc<AtomicUsize>,
+    status: Arc<LogStatus>,
+    ids: (u64, u64),
+}
+
+fn watch_out(h: &HeaderCtx, r: WatchResponse) -> p::WatchResponse {
+    p::WatchResponse {
+        header: h.header(r.header_revision),
+        watch_id: r.watch_id,
+        created: r.created,
+        canceled: r.canceled,
+        compact_revision: r.compact_revision,
+        cancel_reason: r.cancel_reason,
+        fragment: r.fragment,
+        events: r
+            .events
+            .into_iter()
+            .map(|e| convert::event_out(e, true))
+            .collect(),
+    }
+}
+
+impl WatchSink for ConnSink {
+    fn try_send(&mut self, resp: WatchResponse) -> Result<(), WatchResponse> {
+        if self.credit.load(Ordering::Acquire) >= WATCH_CREDIT {
+            return Err(resp);
+        }
+        let h = HeaderCtx {
+            cluster_id: self.ids.0,
+            member_id: self.ids.1,
+            raft_term: self.status.term(),
+        };
+        let keep = resp.clone();
+        let msg = ToClient::Watch {
+            conn: self.conn,
+            resp: watch_out(&h, resp),
+        };
+        self.credit.fetch_add(1, Ordering::AcqRel);
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.credit.fetch_sub(1, Ordering::AcqRel);
+                Err(keep)
+            }
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.credit.load(Ordering::Acquire) < WATCH_CREDIT
+    }
+}
+
+struct State {
+    cfg: ApplyConfig,
+    lessor: Lessor,
+    hub: WatchHub<ConnSink>,
+    streams: HashMap<ConnId, keel_engine::watch::StreamId>,
+    applied: u64,
+    durable: u64,
+    /// Replies held until physical compaction finishes (CompactionRequest.physical).
+    physical_waiters: Vec<(usize, Reply)>,
+    compacting: bool,
+    autocompactor: Option<AutoCompactor>,
+    epoch: Instant,
+    leader: bool,
+    /// Fatal error: the member stops applying (D2).
+    failed: Option<String>,
+}
+
+impl State {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn header(&self, status: &LogStatus) -> HeaderCtx {
+        HeaderCtx {
+            cluster_id: self.cfg.cluster_id,
+            member_id: self.cfg.member_id,
+            raft_term: status.term(),
+        }
+    }
+}
+
+/// The apply core's channels.
+pub struct ApplyIo {
+    pub log: ApplyHandle,
+    /// To propose lease revokes, checkpoints and auto-compactions (leader only).
+    pub proposer: ClientHandle,
+    pub to_clients: Vec<Rc<ConnectedSender<ToClient>>>,
+    pub from_clients: Vec<ConnectedReceiver<ToApply>>,
+}
+
+fn lease_error(e: &LeaseError) -> p::ErrorResponse {
+    match e {
+        LeaseError::NotFound | LeaseError::Expired => p::ErrorResponse::new(p::ErrorCode::LeaseNotFound),
+        LeaseError::AlreadyExists => p::ErrorResponse::new(p::ErrorCode::LeaseExist),
+        LeaseError::TtlTooLarge => p::ErrorResponse::new(p::ErrorCode::LeaseTtlTooLarge),
+        LeaseError::NotLeader => p::ErrorResponse::new(p::ErrorCode::NotLeader),
+        LeaseError::Kv(k) => convert::kv_error(k),
+    }
+}
+
+/// Runs the apply core on the current executor until the log core stops.
+pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
+    let store = cfg.store.clone();
+    let lessor = Lessor::open(&store, cfg.lessor_cfg.clone()).map_err(|e| e.to_string())?;
+    let read = store.read().map_err(|e| e.to_string())?;
+    let applied = store.applied_index().map_err(|e| e.to_string())?;
+    let hub = WatchHub::new(
+        read.revision(),
+        WatchOptions {
+            max_response_bytes: cfg.max_response_bytes,
+        },
+    );
+    drop(read);
+    let autocompactor = cfg.auto_compaction.map(AutoCompactor::new);
+    let st = Rc::new(RefCell::new(State {
+        cfg,
+        lessor,
+        hub,
+        streams: HashMap::new(),
+        applied,
+        durable: applied,
+        physical_waiters: Vec::new(),
+        compacting: true,
+        autocompactor,
+        epoch: Instant::now(),
+        leader: false,
+        failed: None,
+    }));
+    let ApplyIo {
+        log,
+        proposer,
+        to_clients,
+        from_clients,
+    } = io;
+    let io = Rc::new(Shared {
+        log,
+        proposer,
+        to_clients,
+    });
+    io.log.report_applied(applied, applied);
+    // Client requests: one task per client core's channel.
+    let mut tasks = Vec::new();
+    for (i, rx) in from_clients.into_iter().enumerate() {
+        let st = st.clone();
+        let io = io.clone();
+        tasks.push(glommio::spawn_local(async move {
+            while let Some(m) = rx.recv().await {
+                on_client_message(&st, &io, i, m).await;
+            }
+        }));
+    }
+    // Timers.
+    let timer = {
+        let st = st.clone();
+        let io = io.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(TICK).await;
+                if io.log.status().is_stopped() {
+                    break;
+                }
+                if let Err(e) = on_tick(&st, &io).await {
+                    st.borrow_mut().failed = Some(e.clone());
+                    tracing::error!(error = %e, "apply core failed");
+                    break;
+                }
+            }
+        })
+    };
+    // The main loop: committed entries in log order.
+    let result = loop {
+        let Some(ev) = io.log.next().await else {
+            break Ok(());
+        };
+        if let Some(e) = st.borrow().failed.clone() {
+            break Err(e);
+        }
+        let r = match ev {
+            LogEvent::Committed(entries) => apply_entries(&st, &io, entries).await,
+            LogEvent::Dropped {
+                proposals, reason, ..
+            } => {
+                fail_dropped(&st, &io, proposals, &reason).await;
+                Ok(())
+            }
+            LogEvent::InstallSnapshot { path, index, .. } => install_snapshot(&st, &io, &path, index),
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, "apply failed; this member stops applying (D2)");
+            st.borrow_mut().failed = Some(e.clone());
+            break Err(e);
+        }
+    };
+    drop(timer);
+    drop(tasks);
+    // A clean stop: make everything applied durable.
+    let s = st.borrow();
+    if s.failed.is_none() {
+        s.cfg.store.sync().map_err(|e| e.to_string())?;
+    }
+    result
+}
+
+/// The channels once the receivers have been handed to their tasks.
+struct Shared {
+    log: ApplyHandle,
+    proposer: ClientHandle,
+    to_clients: Vec<Rc<ConnectedSender<ToClient>>>,
+}
+
+/// Where a reply for `id` (a tagged proposal or query sequence) goes, if this member has it.
+fn route(replies: &mut [Vec<Reply>], id: u64, resp: Result<p::Response, p::ErrorResponse>) {
+    let core = core_of(id);
+    if let Some(v) = replies.get_mut(core) {
+        v.push(Reply { seq: id, resp });
+    }
+}
+
+async fn send_replies(io: &Shared, replies: Vec<Vec<Reply>>, applied: Option<u64>) {
+    for (i, batch) in replies.into_iter().enumerate() {
+        let tx = &io.to_clients[i];
+        if !batch.is_empty() {
+            let _ = tx.send(ToClient::Replies(batch)).await;
+        }
+        if let Some(a) = applied {
+            let _ = tx.send(ToClient::Applied(a)).await;
+        }
+    }
+}
+
+/// Applies one request of an entry; returns the wire response.
+fn apply_one(
+    s: &mut State,
+    w: &mut KvWrite<'_>,
+    h: &HeaderCtx,
+    req: p::InternalRequest,
+    index: u64,
+) -> Result<Result<p::Response, p::ErrorResponse>, String> {
+    let fatal = |e: &KvError| e.is_fatal();
+    let r: Result<p::Response, p::ErrorResponse> = match req.body {
+        p::InternalBody::Put(r) => match w.put(&convert::put_in(r)) {
+            Ok(resp) => Ok(p::Response::Put(convert::put_out(h, resp))),
+            Err(e) if fatal(&e) => return Err(e.to_string()),
+            Err(e) => Err(convert::kv_error(&e)),
+        },
+        p::InternalBody::DeleteRange(r) => match w.delete_range(&convert::delete_in(r)) {
+            Ok(resp) => Ok(p::Response::DeleteRange(convert::delete_out(h, resp))),
+            Err(e) if fatal(&e) => return Err(e.to_string()),
+            Err(e) => Err(convert::kv_error(&e)),
+        },
+        p::InternalBody::Txn(t) => match w.txn(&convert::txn_in(t)) {
+            Ok(resp) => Ok(p::Response::Txn(convert::txn_out(h, resp))),
+            Err(e) if fatal(&e) => return Err(e.to_string()),
+            Err(e) => Err(convert::kv_error(&e)),
+        },
+        p::InternalBody::Compaction(c) => match w.compact(c.revision) {
+            Ok(resp) => {
+                s.compacting = true;
+                Ok(p::Response::Compact(p::CompactionResponse {
+                    header: h.header(resp.header.revision),
+                }))
+            }
+            Err(e) if fatal(&e) => return Err(e.to_string()),
+            Err(e) => Err(convert::kv_error(&e)),
+        },
+        p::InternalBody::LeaseGrant(g) => {
+            let now = s.now();
+            match s.lessor.grant(w, g.id, g.ttl, req.header.id ^ index, now) {
+                Ok((id, ttl)) => Ok(p::Response::LeaseGrant(p::LeaseGrantResponse {
+                    header: h.header(w.revision()),
+                    id,
+                    ttl,
+                    error: String::new(),
+                })),
+                Err(e) if e.is_fatal() => return Err(e.to_string()),
+                Err(e) => Err(lease_error(&e)),
+            }
+        }
+        p::InternalBody::LeaseRevoke(r) => match s.lessor.revoke(w, r.id) {
+            Ok(resp) => Ok(p::Response::LeaseRevoke(p::LeaseRevokeResponse {
+                header: h.header(resp.header.revision),
+            })),
+            Err(e) if e.is_fatal() => return Err(e.to_string()),
+            Err(e) => Err(lease_error(&e)),
+        },
+        p::InternalBody::LeaseCheckpoint(c) => {
+            for cp in c.checkpoints {
+                if let Err(e) = s.lessor.checkpoint(w, cp.id, cp.remaining_ttl) {
+                    if e.is_fatal() {
+                        return Err(e.to_string());
+                    }
+                }
+            }
+            Ok(p::Response::LeaseLeases(p::LeaseLeasesResponse::default()))
+        }
+        p::InternalBody::Alarm(a) => Ok(p::Response::Alarm(apply_alarm(s, w, h, a)?)),
+    };
+    Ok(r)
+}
+
+fn apply_alarm(
+    s: &mut State,
+    w: &mut KvWrite<'_>,
+    h: &HeaderCtx,
+    a: p::AlarmRequest,
+) -> Result<p::AlarmResponse, String> {
+    if a.action == p::AlarmAction::Activate && a.alarm == p::AlarmType::NoSpace {
+        w.raise_nospace().map_err(|e| e.to_string())?;
+    }
+    if a.action == p::AlarmAction::Deactivate && a.alarm == p::AlarmType::NoSpace {
+        w.clear_nospace().map_err(|e| e.to_string())?;
+    }
+    let alarms = if w.nospace() {
+        vec![p::AlarmMember {
+            member_id: s.cfg.member_id,
+            alarm: p::AlarmType::NoSpace,
+        }]
+    } else {
+        Vec::new()
+    };
+    Ok(p::AlarmResponse {
+        header: h.header(0),
+        alarms,
+    })
+}
+
+async fn apply_entries(
+    st: &Rc<RefCell<State>>,
+    io: &Shared,
+    entries: Vec<keel_raft::consensus::Entry>,
+) -> Result<(), String> {
+    let Some(last) = entries.last().map(|e| e.index) else {
+        return Ok(());
+    };
+    let status = io.log.status().clone();
+    let mut replies: Vec<Vec<Reply>> = (0..io.to_clients.len()).map(|_| Vec::new()).collect();
+    let (rev, events) = {
+        let mut guard = st.borrow_mut();
+        let s = &mut *guard;
+        if last <= s.applied {
+            return Ok(()); // already applied before a restart
+        }
+        let h = s.header(&status);
+        let store = s.cfg.store.clone();
+        let mut w = store.write().map_err(|e| e.to_string())?;
+        w.set_lease_check(s.lessor.lease_check());
+        let mut events: Vec<Event> = Vec::new();
+        for e in entries {
+            if e.index <= s.applied || e.kind != EntryKind::Normal || e.data.is_empty() {
+                continue;
+            }
+            let req = match p::InternalRequest::decode(&e.data) {
+                Ok(r) => r,
+                // D1: the entry came from disk or a peer and was checked by the WAL or the
+                // transport; a payload that still fails to decode was written by a broken
+                // proposer. Every member skips it identically, so state stays equal.
+                Err(err) => {
+                    tracing::error!(index = e.index, error = %err, "undecodable entry skipped");
+                    continue;
+                }
+            };
+            let id = req.header.id;
+            let mine = req.header.member_id == s.cfg.member_id;
+            let physical = matches!(&req.body, p::InternalBody::Compaction(c) if c.physical);
+            let resp = apply_one(s, &mut w, &h, req, e.index)?;
+            let evs = w.take_events();
+            s.lessor.observe(&evs);
+            events.extend(evs);
+            if mine {
+                if physical && resp.is_ok() {
+                    // Answered once the superseded revisions are gone (etcd's physical).
+                    s.physical_waiters.push((core_of(id), Reply { seq: id, resp }));
+                } else {
+                    route(&mut replies, id, resp);
+                }
+            }
+        }
+        let rev = w.revision();
+        w.commit(last).map_err(|e| e.to_string())?;
+        s.applied = last;
+        (rev, events)
+    };
+    {
+        let mut s = st.borrow_mut();
+        s.hub.notify(rev, &events);
+        let (a, d) = (s.applied, s.durable);
+        io.log.report_applied(a, d);
+    }
+    send_replies(io, replies, Some(last)).await;
+    Ok(())
+}
+
+async fn fail_dropped(
+    st: &Rc<RefCell<State>>,
+    io: &Shared,
+    proposals: Vec<Vec<u8>>,
+    reason: &crate::raftnode::Refusal,
+) {
+    let member = st.borrow().cfg.member_id;
+    let mut replies: Vec<Vec<Reply>> = (0..io.to_clients.len()).map(|_| Vec::new()).collect();
+    let err = refusal_error(reason);
+    for data in proposals {
+        if let Ok(req) = p::InternalRequest::decode(&data) {
+            if req.header.member_id == member {
+                route(&mut replies, req.header.id, Err(err.clone()));
+            }
+        }
+    }
+    send_replies(io, replies, None).await;
+}
+
+/// The wire error for a log-core refusal.
+pub fn refusal_error(r: &crate::raftnode::Refusal) -> p::ErrorResponse {
+    use crate::raftnode::Refusal;
+    p::ErrorResponse::new(match r {
+        Refusal::TooManyRequests => p::ErrorCode::TooManyRequests,
+        Refusal::NoLeader => p::ErrorCode::NoLeader,
+        Refusal::Dropped(_) => p::ErrorCode::NoLeader,
+        Refusal::LeaderChanged => p::ErrorCode::LeaderChanged,
+        Refusal::TimedOut => p::ErrorCode::Timeout,
+        Refusal::Stopped => p::ErrorCode::Stopped,
+    })
+}
+
+fn install_snapshot(
+    st: &Rc<RefCell<State>>,
+    io: &Shared,
+    path: &std::path::Path,
+    index: u64,
+) -> Result<(), String> {
+    let mut s = st.borrow_mut();
+    s.cfg
+        .store
+        .database()
+        .install(path)
+        .map_err(|e| format!("installing snapshot {}: {e}", path.display()))?;
+    let applied = s.cfg.store.applied_index().map_err(|e| e.to_string())?;
+    if applied < index {
+        return Err(format!(
+            "snapshot {} covers index {applied}, expected {index}",
+            path.display()
+        ));
+    }
+    let lessor = Lessor::open(&s.cfg.store, s.cfg.lessor_cfg.clone()).map_err(|e| e.to_string())?;
+    s.lessor = lessor;
+    if s.leader {
+        let now = s.now();
+        s.lessor.promote(now);
+    }
+    let rev = s.cfg.store.read().map_err(|e| e.to_string())?.revision();
+    // Watchers continue from the installed revision: those behind catch up from the store.
+    let streams: Vec<_> = s.streams.drain().collect();
+    for (_, sid) in streams {
+        s.hub.close_stream(sid);
+    }
+    s.hub = WatchHub::new(
+        rev,
+        WatchOptions {
+            max_response_bytes: s.cfg.max_response_bytes,
+        },
+    );
+    s.applied = applied;
+    s.durable = applied;
+    io.log.report_applied(applied, applied);
+    tracing::info!(index = applied, "installed snapshot");
+    Ok(())
+}
+
+async fn on_tick(st: &Rc<RefCell<State>>, io: &Shared) -> Result<(), String> {
+    // Durable commit of the store (the WAL covers everything after it).
+    let need_sync = {
+        let s = st.borrow();
+        s.durable < s.applied
+    };
+    if need_sync {
+        let (store, applied) = {
+            let s = st.borrow();
+            (s.cfg.store.clone(), s.applied)
+        };
+        let r = glommio::executor()
+            .spawn_blocking(move || store.sync())
+            .await;
+        r.map_err(|e| e.to_string())?;
+        let mut s = st.borrow_mut();
+        s.durable = s.durable.max(applied.min(s.applied));
+        let (a, d) = (s.applied, s.durable);
+        io.log.report_applied(a, d);
+    }
+    // Physical compaction in bounded steps.
+    let compacting = st.borrow().compacting;
+    if compacting {
+        let store = st.borrow().cfg.store.clone();
+        let done = store
+            .compact_step(COMPACT_BATCH)
+            .map_err(|e| e.to_string())?;
+        if done {
+            let mut s = st.borrow_mut();
+            s.compacting = false;
+            let waiters = std::mem::take(&mut s.physical_waiters);
+            drop(s);
+            let mut replies: Vec<Vec<Reply>> =
+                (0..io.to_clients.len()).map(|_| Vec::new()).collect();
+            for (core, r) in waiters {
+                replies[core].push(r);
+            }
+            send_replies(io, replies, None).await;
+        }
+    }
+    // Watchers behind: catch up from the store.
+    {
+        let mut s = st.borrow_mut();
+        s.hub.flush();
+        if s.hub.needs_sync() {
+            let read = s.cfg.store.read().map_err(|e| e.to_string())?;
+            s.hub
+                .sync_unsynced(&read, SYNC_BATCH)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    // Leadership changes move lease deadlines to this member (or away).
+    let is_leader = io.log.status().role() == Role::Leader;
+    let mut proposals = Vec::new();
+    {
+        let mut s = st.borrow_mut();
+        let now = s.now();
+        if is_leader && !s.leader {
+            s.lessor.promote(now);
+        } else if !is_leader && s.leader {
+            s.lessor.demote();
+        }
+        s.leader = is_leader;
+        if is_leader {
+            let max = s.lessor.config().max_revokes_per_round;
+            for id in s.lessor.expired(now, max) {
+                proposals.push(p::InternalBody::LeaseRevoke(p::LeaseRevokeRequest { id }));
+            }
+            let maxc = s.lessor.config().max_checkpoints_per_round;
+            let cps = s.lessor.checkpoints_due(now, maxc);
+            if !cps.is_empty() {
+                proposals.push(p::InternalBody::LeaseCheckpoint(p::LeaseCheckpointRequest {
+                    checkpoints: cps
+                        .into_iter()
+                        .map(|(id, remaining_ttl)| p::LeaseCheckpoint { id, remaining_ttl })
+                        .collect(),
+                }));
+            }
+            let rev = s.hub.revision();
+            let now_ms = now.as_millis() as u64;
+            if let Some(ac) = s.autocompactor.as_mut() {
+                if let Some(r) = ac.tick(now_ms, rev) {
+                    proposals.push(p::InternalBody::Compaction(p::CompactionRequest {
+                        revision: r,
+                        physical: false,
+                    }));
+                }
+            }
+        }
+    }
+    let member = st.borrow().cfg.member_id;
+    for body in proposals {
+        // Proposals of the apply core have no waiter: core_of(u64::MAX) is no client core.
+        let req = p::InternalRequest {
+            header: p::InternalHeader {
+                id: u64::MAX,
+                member_id: member,
+            },
+            body,
+        };
+        if let Ok(data) = req.encode() {
+            // A refused proposal is retried at a later tick (the lessor reports the lease
+            // again after its retry interval).
+            let _ = io.proposer.propose(data.to_vec());
+        }
+    }
+    st.borrow_mut().hub.progress_tick();
+    Ok(())
+}
+
+async fn on_client_message(st: &Rc<RefCell<State>>, io: &Shared, core: usize, m: ToApply) {
+    match m {
+        ToApply::WatchOpen { conn, credit } => {
+            let mut s = st.borrow_mut();
+            let ids = (s.cfg.cluster_id, s.cfg.member_id);
+            let sink = ConnSink {
+                conn,
+                tx: io.to_clients[core].clone(),
+                credit,
+                status: io.log.status().clone(),
+                ids,
+            };
+            let sid = s.hub.open_stream(sink);
+            s.streams.insert(conn, sid);
+        }
+        ToApply::WatchCreate { conn, req } => {
+            let mut s = st.borrow_mut();
+            if let Some(&sid) = s.streams.get(&conn) {
+                // Refusals are answered in-band by the hub (created + canceled).
+                let _ = s.hub.create(sid, req);
+            }
+        }
+        ToApply::WatchCancel { conn, watch_id } => {
+            let mut s = st.borrow_mut();
+            if let Some(&sid) = s.streams.get(&conn) {
+                s.hub.cancel(sid, watch_id);
+            }
+        }
+        ToApply::WatchProgress { conn } => {
+            let mut s = st.borrow_mut();
+            if let Some(&sid) = s.streams.get(&conn) {
+                s.hub.progress(sid);
+            }
+        }
+        ToApply::Closed { conn } => {
+            let mut s = st.borrow_mut();
+            if let Some(sid) = s.streams.remove(&conn) {
+                s.hub.close_stream(sid);
+            }
+        }
+        ToApply::Query { seq, query } => {
+            let resp = answer_query(st, io, query).await;
+            let _ = io.to_clients[core]
+                .send(ToClient::Replies(vec![Reply { seq, resp }]))
+                .await;
+        }
+    }
+}
+
+async fn answer_query(
+    st: &Rc<RefCell<State>>,
+    io: &Shared,
+    q: Query,
+) -> Result<p::Response, p::ErrorResponse> {
+    let status = io.log.status().clone();
+    match q {
+        Query::LeaseKeepAlive(id) => {
+            let mut s = st.borrow_mut();
+            let h = s.header(&status);
+            let now = s.now();
+            let rev = s.hub.revision();
+            match s.lessor.renew(id, now) {
+                Ok(ttl) => Ok(p::Response::LeaseKeepAlive(p::LeaseKeepAliveResponse {
+                    header: h.header(rev),
+                    id,
+                    ttl,
+                })),
+                // etcd answers a keepalive for an unknown lease with TTL 0, not an error.
+                Err(LeaseError::NotFound) | Err(LeaseError::Expired) => {
+                    Ok(p::Response::LeaseKeepAlive(p::LeaseKeepAliveResponse {
+                        header: h.header(rev),
+                        id,
+                        ttl: 0,
+                    }))
+                }
+                Err(e) => Err(lease_error(&e)),
+            }
+        }
+        Query::LeaseTimeToLive(r) => {
+            let s = st.borrow();
+            let h = s.header(&status);
+            let t = s.lessor.time_to_live(r.id, r.keys, s.now());
+            Ok(p::Response::LeaseTimeToLive(p::LeaseTimeToLiveResponse {
+                header: h.header(s.hub.revision()),
+                id: t.id,
+                ttl: t.ttl,
+                granted_ttl: t.granted_ttl,
+                keys: t.keys,
+            }))
+        }
+        Query::LeaseLeases => {
+            let s = st.borrow();
+            let h = s.header(&status);
+            Ok(p::Response::LeaseLeases(p::LeaseLeasesResponse {
+                header: h.header(s.hub.revision()),
+                leases: s
+                    .lessor
+                    .leases()
+                    .into_iter()
+                    .map(|id| p::LeaseStatus { id })
+                    .collect(),
+            }))
+        }
+        Query::Defragment => {
+            let store = st.borrow().cfg.store.clone();
+            let h = st.borrow().header(&status);
+            let r = glommio::executor()
+                .spawn_blocking(move || store.database().compact())
+                .await;
+            match r {
+                Ok(_) => Ok(p::Response::Defragment(p::DefragmentResponse {
+                    header: h.header(0),
+                })),
+                Err(e) => Err(convert::kv_error(&KvError::Storage(e))),
+            }
+        }
+    }
+}
