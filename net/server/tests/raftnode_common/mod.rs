@@ -338,9 +338,10 @@ pub async fn propose_all(
         // Wait for this round to apply locally (a bounded poll); re-propose what did not.
         let round_end = Instant::now() + Duration::from_millis(1500);
         loop {
-            let r = rec.lock().unwrap();
-            let missing = left.iter().any(|d| r.index_of(d).is_none());
-            drop(r);
+            let missing = {
+                let r = rec.lock().unwrap();
+                left.iter().any(|d| r.index_of(d).is_none())
+            };
             if !missing || Instant::now() > round_end {
                 break;
             }
