@@ -97,10 +97,6 @@ impl WatchSink for ConnSink {
             }
         }
     }
-
-    fn has_room(&self) -> bool {
-        self.credit.load(Ordering::Acquire) < WATCH_CREDIT
-    }
 }
 
 struct State {
@@ -145,7 +141,9 @@ pub struct ApplyIo {
 
 fn lease_error(e: &LeaseError) -> p::ErrorResponse {
     match e {
-        LeaseError::NotFound | LeaseError::Expired => p::ErrorResponse::new(p::ErrorCode::LeaseNotFound),
+        LeaseError::NotFound | LeaseError::Expired => {
+            p::ErrorResponse::new(p::ErrorCode::LeaseNotFound)
+        }
         LeaseError::AlreadyExists => p::ErrorResponse::new(p::ErrorCode::LeaseExist),
         LeaseError::TtlTooLarge => p::ErrorResponse::new(p::ErrorCode::LeaseTtlTooLarge),
         LeaseError::NotLeader => p::ErrorResponse::new(p::ErrorCode::NotLeader),
@@ -238,7 +236,9 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
                 fail_dropped(&st, &io, proposals, &reason).await;
                 Ok(())
             }
-            LogEvent::InstallSnapshot { path, index, .. } => install_snapshot(&st, &io, &path, index),
+            LogEvent::InstallSnapshot { path, index, .. } => {
+                install_snapshot(&st, &io, &path, index)
+            }
         };
         if let Err(e) = r {
             tracing::error!(error = %e, "apply failed; this member stops applying (D2)");
@@ -424,7 +424,8 @@ async fn apply_entries(
             if mine {
                 if physical && resp.is_ok() {
                     // Answered once the superseded revisions are gone (etcd's physical).
-                    s.physical_waiters.push((core_of(id), Reply { seq: id, resp }));
+                    s.physical_waiters
+                        .push((core_of(id), Reply { seq: id, resp }));
                 } else {
                     route(&mut replies, id, resp);
                 }
@@ -549,10 +550,11 @@ async fn on_tick(st: &Rc<RefCell<State>>, io: &Shared) -> Result<(), String> {
             .compact_step(COMPACT_BATCH)
             .map_err(|e| e.to_string())?;
         if done {
-            let mut s = st.borrow_mut();
-            s.compacting = false;
-            let waiters = std::mem::take(&mut s.physical_waiters);
-            drop(s);
+            let waiters = {
+                let mut s = st.borrow_mut();
+                s.compacting = false;
+                std::mem::take(&mut s.physical_waiters)
+            };
             let mut replies: Vec<Vec<Reply>> =
                 (0..io.to_clients.len()).map(|_| Vec::new()).collect();
             for (core, r) in waiters {
@@ -572,18 +574,11 @@ async fn on_tick(st: &Rc<RefCell<State>>, io: &Shared) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
         }
     }
-    // Leadership changes move lease deadlines to this member (or away).
-    let is_leader = io.log.status().role() == Role::Leader;
     let mut proposals = Vec::new();
     {
         let mut s = st.borrow_mut();
+        let is_leader = sync_leadership(&mut s, io.log.status());
         let now = s.now();
-        if is_leader && !s.leader {
-            s.lessor.promote(now);
-        } else if !is_leader && s.leader {
-            s.lessor.demote();
-        }
-        s.leader = is_leader;
         if is_leader {
             let max = s.lessor.config().max_revokes_per_round;
             for id in s.lessor.expired(now, max) {
@@ -592,12 +587,17 @@ async fn on_tick(st: &Rc<RefCell<State>>, io: &Shared) -> Result<(), String> {
             let maxc = s.lessor.config().max_checkpoints_per_round;
             let cps = s.lessor.checkpoints_due(now, maxc);
             if !cps.is_empty() {
-                proposals.push(p::InternalBody::LeaseCheckpoint(p::LeaseCheckpointRequest {
-                    checkpoints: cps
-                        .into_iter()
-                        .map(|(id, remaining_ttl)| p::LeaseCheckpoint { id, remaining_ttl })
-                        .collect(),
-                }));
+                proposals.push(p::InternalBody::LeaseCheckpoint(
+                    p::internal::LeaseCheckpointRequest {
+                        checkpoints: cps
+                            .into_iter()
+                            .map(|(id, remaining_ttl)| p::internal::LeaseCheckpoint {
+                                id,
+                                remaining_ttl,
+                            })
+                            .collect(),
+                    },
+                ));
             }
             let rev = s.hub.revision();
             let now_ms = now.as_millis() as u64;
@@ -629,6 +629,20 @@ async fn on_tick(st: &Rc<RefCell<State>>, io: &Shared) -> Result<(), String> {
     }
     st.borrow_mut().hub.progress_tick();
     Ok(())
+}
+
+/// Moves lease deadlines to this member when it became leader, or drops them when it lost
+/// leadership (etcd's promote/demote). Returns whether it leads.
+fn sync_leadership(s: &mut State, status: &LogStatus) -> bool {
+    let is_leader = status.role() == Role::Leader;
+    if is_leader && !s.leader {
+        let now = s.now();
+        s.lessor.promote(now);
+    } else if !is_leader && s.leader {
+        s.lessor.demote();
+    }
+    s.leader = is_leader;
+    is_leader
 }
 
 async fn on_client_message(st: &Rc<RefCell<State>>, io: &Shared, core: usize, m: ToApply) {
@@ -689,6 +703,7 @@ async fn answer_query(
     match q {
         Query::LeaseKeepAlive(id) => {
             let mut s = st.borrow_mut();
+            sync_leadership(&mut s, &status);
             let h = s.header(&status);
             let now = s.now();
             let rev = s.hub.revision();

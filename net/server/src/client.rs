@@ -77,7 +77,11 @@ impl Conn {
 
 enum Waiting {
     /// A write or query: reply on `req_id`; `more` mirrors a keepalive stream's flag.
-    Reply { conn: ConnId, req_id: u64, more: bool },
+    Reply {
+        conn: ConnId,
+        req_id: u64,
+        more: bool,
+    },
 }
 
 struct PendingRead {
@@ -138,7 +142,13 @@ impl Core {
         self.conns.borrow().get(&id).cloned()
     }
 
-    fn reply(&self, conn: ConnId, req_id: u64, more: bool, r: Result<p::Response, p::ErrorResponse>) {
+    fn reply(
+        &self,
+        conn: ConnId,
+        req_id: u64,
+        more: bool,
+        r: Result<p::Response, p::ErrorResponse>,
+    ) {
         if let Some(c) = self.conn(conn) {
             let bytes = match r {
                 Ok(resp) => encode(req_id, more, &resp),
@@ -189,9 +199,19 @@ impl Core {
                 Instant::now() + REQUEST_TIMEOUT,
             ),
         );
-        if self.to_apply.send(ToApply::Query { seq, query }).await.is_err() {
+        if self
+            .to_apply
+            .send(ToApply::Query { seq, query })
+            .await
+            .is_err()
+        {
             self.waiting.borrow_mut().remove(&seq);
-            self.reply(conn, req_id, false, Err(p::ErrorResponse::new(p::ErrorCode::Stopped)));
+            self.reply(
+                conn,
+                req_id,
+                false,
+                Err(p::ErrorResponse::new(p::ErrorCode::Stopped)),
+            );
         }
     }
 
@@ -229,8 +249,15 @@ impl Core {
                 continue;
             };
             match a.result {
-                Ok(index) if index <= self.applied.get() => self.serve_range(r.conn, r.req_id, &r.req),
-                Ok(index) => self.ready_reads.borrow_mut().entry(index).or_default().push(r),
+                Ok(index) if index <= self.applied.get() => {
+                    self.serve_range(r.conn, r.req_id, &r.req)
+                }
+                Ok(index) => self
+                    .ready_reads
+                    .borrow_mut()
+                    .entry(index)
+                    .or_default()
+                    .push(r),
                 Err(e) => self.reply(r.conn, r.req_id, false, Err(refusal_error(&e))),
             }
         }
@@ -287,8 +314,15 @@ impl Core {
             .map(|(s, _)| *s)
             .collect();
         for s in expired {
-            if let Some((Waiting::Reply { conn, req_id, .. }, _)) = self.waiting.borrow_mut().remove(&s) {
-                self.reply(conn, req_id, false, Err(p::ErrorResponse::new(p::ErrorCode::Timeout)));
+            if let Some((Waiting::Reply { conn, req_id, .. }, _)) =
+                self.waiting.borrow_mut().remove(&s)
+            {
+                self.reply(
+                    conn,
+                    req_id,
+                    false,
+                    Err(p::ErrorResponse::new(p::ErrorCode::Timeout)),
+                );
             }
         }
         let stale: Vec<u64> = self
@@ -300,7 +334,12 @@ impl Core {
             .collect();
         for c in stale {
             if let Some(r) = self.reads.borrow_mut().remove(&c) {
-                self.reply(r.conn, r.req_id, false, Err(p::ErrorResponse::new(p::ErrorCode::Timeout)));
+                self.reply(
+                    r.conn,
+                    r.req_id,
+                    false,
+                    Err(p::ErrorResponse::new(p::ErrorCode::Timeout)),
+                );
             }
         }
         let mut rr = self.ready_reads.borrow_mut();
@@ -313,11 +352,23 @@ impl Core {
         rr.retain(|_, v| !v.is_empty());
         drop(rr);
         for r in late {
-            self.reply(r.conn, r.req_id, false, Err(p::ErrorResponse::new(p::ErrorCode::Timeout)));
+            self.reply(
+                r.conn,
+                r.req_id,
+                false,
+                Err(p::ErrorResponse::new(p::ErrorCode::Timeout)),
+            );
         }
     }
 
-    async fn dispatch(&self, conn: &Rc<Conn>, conn_id: ConnId, req_id: u64, more: bool, req: p::Request) {
+    async fn dispatch(
+        &self,
+        conn: &Rc<Conn>,
+        conn_id: ConnId,
+        req_id: u64,
+        more: bool,
+        req: p::Request,
+    ) {
         let h = self.header();
         match req {
             p::Request::Range(r) => {
@@ -344,15 +395,26 @@ impl Core {
             }
             p::Request::Put(r) => {
                 if r.key.len() + r.value.len() > self.cfg.max_request_bytes as usize {
-                    return self.reply(conn_id, req_id, false, Err(p::ErrorResponse::new(p::ErrorCode::RequestTooLarge)));
+                    return self.reply(
+                        conn_id,
+                        req_id,
+                        false,
+                        Err(p::ErrorResponse::new(p::ErrorCode::RequestTooLarge)),
+                    );
                 }
                 self.propose(conn_id, req_id, p::InternalBody::Put(r))
             }
-            p::Request::DeleteRange(r) => self.propose(conn_id, req_id, p::InternalBody::DeleteRange(r)),
+            p::Request::DeleteRange(r) => {
+                self.propose(conn_id, req_id, p::InternalBody::DeleteRange(r))
+            }
             p::Request::Txn(t) => self.propose(conn_id, req_id, p::InternalBody::Txn(t)),
             p::Request::Compact(c) => self.propose(conn_id, req_id, p::InternalBody::Compaction(c)),
-            p::Request::LeaseGrant(g) => self.propose(conn_id, req_id, p::InternalBody::LeaseGrant(g)),
-            p::Request::LeaseRevoke(r) => self.propose(conn_id, req_id, p::InternalBody::LeaseRevoke(r)),
+            p::Request::LeaseGrant(g) => {
+                self.propose(conn_id, req_id, p::InternalBody::LeaseGrant(g))
+            }
+            p::Request::LeaseRevoke(r) => {
+                self.propose(conn_id, req_id, p::InternalBody::LeaseRevoke(r))
+            }
             p::Request::Alarm(a) => match a.action {
                 p::AlarmAction::Get => {
                     let alarms = match self.cfg.store.nospace() {
@@ -361,7 +423,9 @@ impl Core {
                             alarm: p::AlarmType::NoSpace,
                         }],
                         Ok(false) => Vec::new(),
-                        Err(e) => return self.reply(conn_id, req_id, false, Err(convert::kv_error(&e))),
+                        Err(e) => {
+                            return self.reply(conn_id, req_id, false, Err(convert::kv_error(&e)))
+                        }
                     };
                     self.reply(
                         conn_id,
@@ -377,13 +441,19 @@ impl Core {
             },
             p::Request::Watch(w) => self.watch(conn, conn_id, req_id, w).await,
             p::Request::LeaseKeepAlive(k) => {
-                self.query(conn_id, req_id, more, Query::LeaseKeepAlive(k.id)).await
+                self.query(conn_id, req_id, more, Query::LeaseKeepAlive(k.id))
+                    .await
             }
             p::Request::LeaseTimeToLive(t) => {
-                self.query(conn_id, req_id, false, Query::LeaseTimeToLive(t)).await
+                self.query(conn_id, req_id, false, Query::LeaseTimeToLive(t))
+                    .await
             }
-            p::Request::LeaseLeases(_) => self.query(conn_id, req_id, false, Query::LeaseLeases).await,
-            p::Request::Defragment(_) => self.query(conn_id, req_id, false, Query::Defragment).await,
+            p::Request::LeaseLeases(_) => {
+                self.query(conn_id, req_id, false, Query::LeaseLeases).await
+            }
+            p::Request::Defragment(_) => {
+                self.query(conn_id, req_id, false, Query::Defragment).await
+            }
             p::Request::Status(_) => {
                 let st = self.status();
                 let db = self.cfg.store.database().stats();
@@ -419,13 +489,17 @@ impl Core {
                 self.reply(conn_id, req_id, false, r.map_err(|e| convert::kv_error(&e)));
             }
             p::Request::HashKv(r) => {
-                let r = self.cfg.store.hash_kv(r.revision).map(|(hash, rev, compact)| {
-                    p::Response::HashKv(p::HashKvResponse {
-                        header: h.header(rev),
-                        hash,
-                        compact_revision: compact,
-                    })
-                });
+                let r = self
+                    .cfg
+                    .store
+                    .hash_kv(r.revision)
+                    .map(|(hash, rev, compact)| {
+                        p::Response::HashKv(p::HashKvResponse {
+                            header: h.header(rev),
+                            hash,
+                            compact_revision: compact,
+                        })
+                    });
                 self.reply(conn_id, req_id, false, r.map_err(|e| convert::kv_error(&e)));
             }
             p::Request::MemberList(_) => self.reply(
@@ -544,7 +618,12 @@ impl Core {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "snapshot failed");
-                return self.reply(conn_id, req_id, false, Err(p::ErrorResponse::new(p::ErrorCode::Corrupt)));
+                return self.reply(
+                    conn_id,
+                    req_id,
+                    false,
+                    Err(p::ErrorResponse::new(p::ErrorCode::Corrupt)),
+                );
             }
         };
         let h = self.header();
@@ -684,7 +763,7 @@ async fn serve_conn(core: Rc<Core>, stream: TcpStream) {
                 buf.clear();
                 let mut watch = usize::from(first.watch);
                 buf.extend_from_slice(&first.bytes);
-                while let Ok(Some(o)) = rx.try_recv() {
+                while let Some(Some(o)) = futures_lite::future::poll_once(rx.recv()).await {
                     watch += usize::from(o.watch);
                     buf.extend_from_slice(&o.bytes);
                 }

@@ -1,5 +1,64 @@
-//! `keel`: the server binary (not wired yet; issue 7).
+//! `keel`: the server binary. Flags follow etcd's (`keel --help`); with none it starts a single
+//! member named `default` with its data in `./default.keel`, clients on 127.0.0.1:2379 and
+//! peers on 127.0.0.1:2380.
+
+use clap::Parser;
+use keel_server::config::{Config, Flags};
+use keel_server::node::Node;
+use keel_server::signals;
+
 fn main() {
-    eprintln!("keel: the server is not built yet (issue 7)");
-    std::process::exit(2);
+    let flags = Flags::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&flags.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // glommio reports through the `log` crate (a failed buffer registration, for one).
+    let _ = tracing_log::LogTracer::init();
+    let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cfg = match Config::from_flags(&flags, ncores) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("keel: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = signals::block_shutdown_signals() {
+        eprintln!("keel: blocking signals: {e}");
+        std::process::exit(1);
+    }
+    tracing::info!(
+        name = %cfg.name,
+        member_id = format_args!("{:x}", cfg.member_id),
+        cluster_id = format_args!("{:x}", cfg.cluster_id),
+        data_dir = %cfg.data_dir.display(),
+        clients = ?cfg.client_addrs,
+        peer = %cfg.peer_listen,
+        cores = ?cfg.cores,
+        "starting keel"
+    );
+    let node = match Node::start(cfg) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("keel: {e}");
+            std::process::exit(1);
+        }
+    };
+    let stop = node.stop_handle();
+    if let Err(e) = signals::on_shutdown_signal(move |sig| {
+        tracing::info!(signal = sig, "shutting down");
+        stop.stop();
+    }) {
+        eprintln!("keel: signal thread: {e}");
+        std::process::exit(1);
+    }
+    match node.join() {
+        Ok(()) => tracing::info!("stopped"),
+        Err(e) => {
+            eprintln!("keel: {e}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -37,7 +37,10 @@ pub enum ToClient {
     /// The published read view now covers this Raft index (linearizable reads wait for it).
     Applied(u64),
     /// A watch response for connection `conn` (counted against the connection's credit).
-    Watch { conn: ConnId, resp: p::WatchResponse },
+    Watch {
+        conn: ConnId,
+        resp: p::WatchResponse,
+    },
 }
 
 /// Requests a client core cannot serve itself: they need the apply core's state.

@@ -1,0 +1,289 @@
+//! Wiring one member (DESIGN.md §2): opens the store, builds the log core's channels, creates
+//! the apply ↔ client channels (bounded, SPSC, one pair per client core), and starts the
+//! executors pinned to the cores the role map names. Returns when the log core stops (SIGTERM /
+//! SIGINT, or a fatal error), after the apply core made everything applied durable.
+//!
+//! Data directory layout: `<data-dir>/member/wal/` (the WAL), `<data-dir>/member/snap/`
+//! (received Raft snapshots), `<data-dir>/member/db` (the B+tree file).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::shared_channel;
+use glommio::{LocalExecutorBuilder, Placement};
+use keel_engine::lease::LessorConfig;
+use keel_engine::mvcc::{AutoCompaction, KvStore, StoreOptions};
+use keel_proto as p;
+
+use crate::apply::{self, ApplyConfig, ApplyIo};
+use crate::client::{self, ClientConfig, ClientIo};
+use crate::config::{AutoCompactionSetting, Config};
+use crate::msg::{ToApply, ToClient};
+use crate::raftnode::{LogCore, NodeConfig, SnapshotSource, StopHandle};
+
+/// Capacity of each apply ↔ client channel.
+const CORE_QUEUE: usize = 8192;
+/// io_uring buffer memory per executor (RLIMIT_MEMLOCK is small on many hosts; tuning.md).
+const IO_MEMORY: usize = 512 << 10;
+
+/// The store as the source of Raft snapshots: a compacted, durable copy of the latest read view
+/// and the applied index recorded inside it (S4).
+struct StoreSnapshots {
+    store: Arc<KvStore>,
+    dir: PathBuf,
+}
+
+impl SnapshotSource for StoreSnapshots {
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), String> {
+        let path = self.dir.join("outgoing.snap.tmp");
+        let _ = std::fs::remove_file(&path);
+        self.store
+            .database()
+            .compact_to(&path, keel_engine::btree::Options::default())
+            .map_err(|e| e.to_string())?;
+        let applied = KvStore::open(&path, StoreOptions::default())
+            .and_then(|s| s.applied_index())
+            .map_err(|e| e.to_string())?;
+        let bytes = std::fs::read(&path).map_err(|e| e.to_string());
+        let _ = std::fs::remove_file(&path);
+        Ok((applied, bytes?))
+    }
+}
+
+/// A running member: stop it with [`Node::stop`] (or a signal) and wait with [`Node::join`].
+pub struct Node {
+    stop: StopHandle,
+    threads: Vec<(String, std::thread::JoinHandle<Result<(), String>>)>,
+}
+
+fn spawn<G, F>(
+    name: &str,
+    core: usize,
+    f: G,
+) -> Result<std::thread::JoinHandle<Result<(), String>>, String>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = Result<(), String>> + 'static,
+{
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let placement = if core < cores {
+        Placement::Fixed(core)
+    } else {
+        Placement::Unbound
+    };
+    let ex = LocalExecutorBuilder::new(placement)
+        .name(name)
+        .io_memory(IO_MEMORY)
+        .spawn(f)
+        .map_err(|e| format!("starting executor {name}: {e}"))?;
+    let name = name.to_string();
+    std::thread::Builder::new()
+        .name(format!("{name}-join"))
+        .spawn(move || match ex.join() {
+            Ok(r) => r,
+            Err(e) => Err(format!("executor {name} panicked: {e:?}")),
+        })
+        .map_err(|e| e.to_string())
+}
+
+fn member_dir(cfg: &Config) -> PathBuf {
+    cfg.data_dir.join("member")
+}
+
+fn open_store(cfg: &Config, dir: &Path) -> Result<Arc<KvStore>, String> {
+    let opts = StoreOptions {
+        quota_bytes: cfg.quota_bytes,
+        max_txn_ops: cfg.max_txn_ops,
+        ..StoreOptions::default()
+    };
+    KvStore::open(dir.join("db"), opts)
+        .map(Arc::new)
+        .map_err(|e| format!("opening the store in {}: {e}", dir.display()))
+}
+
+impl Node {
+    /// Starts every executor of a member.
+    pub fn start(cfg: Config) -> Result<Node, String> {
+        let dir = member_dir(&cfg);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let store = open_store(&cfg, &dir)?;
+        let applied = store.applied_index().map_err(|e| e.to_string())?;
+        let peers: BTreeMap<u64, std::net::SocketAddr> = cfg
+            .initial_cluster
+            .iter()
+            .map(|m| (m.id, m.peer_addr))
+            .collect();
+        let mut ncfg = NodeConfig::new(cfg.member_id, peers, dir.clone());
+        ncfg.tick_ms = cfg.tick.as_millis() as u64;
+        ncfg.election_ticks = cfg.election_ticks as u32;
+        ncfg.heartbeat_ticks = 1;
+        ncfg.snapshot_count = cfg.snapshot_count;
+        ncfg.seed = cfg.member_id;
+        let mut b = LogCore::builder(ncfg);
+        b.applied(applied);
+        b.snapshot_source(Arc::new(StoreSnapshots {
+            store: store.clone(),
+            dir: dir.clone(),
+        }));
+        let apply_port = b.apply_port();
+        let apply_proposer = b.client_port();
+        let ncores = cfg.cores.client.len();
+        let client_ports: Vec<_> = (0..ncores).map(|_| b.client_port()).collect();
+        let stop = b.stop_handle();
+        let core = b.build();
+
+        let mut to_apply_tx = Vec::new();
+        let mut to_apply_rx = Vec::new();
+        let mut to_client_tx = Vec::new();
+        let mut to_client_rx = Vec::new();
+        for _ in 0..ncores {
+            let (t, r) = shared_channel::new_bounded::<ToApply>(CORE_QUEUE);
+            to_apply_tx.push(t);
+            to_apply_rx.push(r);
+            let (t, r) = shared_channel::new_bounded::<ToClient>(CORE_QUEUE);
+            to_client_tx.push(t);
+            to_client_rx.push(r);
+        }
+        let members: Vec<p::Member> = cfg
+            .initial_cluster
+            .iter()
+            .map(|m| p::Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: if m.id == cfg.member_id {
+                    cfg.advertise_client_urls.clone()
+                } else {
+                    Vec::new()
+                },
+                is_learner: false,
+            })
+            .collect();
+
+        let mut threads = Vec::new();
+        threads.push((
+            "log".to_string(),
+            spawn("keel-log", cfg.cores.log, move || async move {
+                core.run().await.map_err(|e| e.to_string())
+            })?,
+        ));
+        let apply_cfg = ApplyConfig {
+            member_id: cfg.member_id,
+            cluster_id: cfg.cluster_id,
+            store: store.clone(),
+            lessor_cfg: LessorConfig {
+                min_ttl_secs: LessorConfig::min_ttl_secs_for(cfg.election_ticks as u64, cfg.tick),
+                ..LessorConfig::default()
+            },
+            auto_compaction: match cfg.auto_compaction {
+                AutoCompactionSetting::Off => None,
+                AutoCompactionSetting::Periodic(d) => {
+                    Some(AutoCompaction::Periodic(d.as_millis() as u64))
+                }
+                AutoCompactionSetting::Revision(n) => Some(AutoCompaction::Revision(n)),
+            },
+            max_response_bytes: cfg.max_request_bytes as usize,
+        };
+        threads.push((
+            "apply".to_string(),
+            spawn("keel-apply", cfg.cores.apply, move || async move {
+                // A channel connects once both ends have: start every connect at once, so the
+                // order in which executors come up cannot deadlock.
+                let log = glommio::spawn_local(apply_port.connect());
+                let proposer = glommio::spawn_local(apply_proposer.connect());
+                let tos: Vec<_> = to_client_tx
+                    .into_iter()
+                    .map(|t| glommio::spawn_local(t.connect()))
+                    .collect();
+                let froms: Vec<_> = to_apply_rx
+                    .into_iter()
+                    .map(|r| glommio::spawn_local(r.connect()))
+                    .collect();
+                let (log, proposer) = (log.await, proposer.await);
+                let mut to_clients = Vec::new();
+                for t in tos {
+                    to_clients.push(Rc::new(t.await));
+                }
+                let mut from_clients = Vec::new();
+                for r in froms {
+                    from_clients.push(r.await);
+                }
+                apply::run(
+                    apply_cfg,
+                    ApplyIo {
+                        log,
+                        proposer,
+                        to_clients,
+                        from_clients,
+                    },
+                )
+                .await
+            })?,
+        ));
+        for (i, ((port, tx), rx)) in client_ports
+            .into_iter()
+            .zip(to_apply_tx)
+            .zip(to_client_rx)
+            .enumerate()
+        {
+            let ccfg = ClientConfig {
+                core: i,
+                member_id: cfg.member_id,
+                cluster_id: cfg.cluster_id,
+                listen: cfg.client_addrs.clone(),
+                store: store.clone(),
+                max_request_bytes: cfg.max_request_bytes,
+                members: members.clone(),
+                data_dir: dir.clone(),
+            };
+            threads.push((
+                format!("client{i}"),
+                spawn(
+                    &format!("keel-client{i}"),
+                    cfg.cores.client[i],
+                    move || async move {
+                        let log = glommio::spawn_local(port.connect());
+                        let to_apply = glommio::spawn_local(tx.connect());
+                        let from_apply = glommio::spawn_local(rx.connect());
+                        let (log, to_apply, from_apply) =
+                            (log.await, to_apply.await, from_apply.await);
+                        client::run(
+                            ccfg,
+                            ClientIo {
+                                log,
+                                to_apply,
+                                from_apply,
+                            },
+                        )
+                        .await
+                    },
+                )?,
+            ));
+        }
+        Ok(Node { stop, threads })
+    }
+
+    /// A handle that stops the member (used by the signal thread).
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Waits for every executor; the first error wins.
+    pub fn join(self) -> Result<(), String> {
+        let mut first = Ok(());
+        for (name, t) in self.threads {
+            let r = t
+                .join()
+                .unwrap_or_else(|_| Err(format!("{name} thread panicked")));
+            if let Err(e) = r {
+                tracing::error!(executor = %name, error = %e, "executor failed");
+                if first.is_ok() {
+                    first = Err(format!("{name}: {e}"));
+                }
+            }
+        }
+        first
+    }
+}

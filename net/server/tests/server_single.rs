@@ -1,0 +1,230 @@
+//! A real single-member `keel` process: writes, reads (linearizable and serializable), txn,
+//! watch, lease, restart with nothing acknowledged lost, clean SIGTERM shutdown, and garbage
+//! frames from one client not affecting another.
+
+mod server_common;
+
+use std::time::Duration;
+
+use keel_proto as p;
+use server_common::*;
+
+fn start(dir: &std::path::Path) -> Server {
+    let ports = free_ports(2);
+    let client = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    Server::start("single", client, dir, single_args(dir, ports[0], ports[1]))
+}
+
+/// A connection to `s` once it has a leader. Reconnects on errors: right after a SIGKILL the
+/// killed process's listening socket can outlive it briefly (io_uring tears down asynchronously)
+/// and accept a connection that is then reset.
+fn leader(s: &Server) -> Client {
+    let mut c = Client::connect_wait(s.client, Duration::from_secs(20));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut errors = Vec::new();
+    loop {
+        match c.status() {
+            Ok(st) if st.leader != 0 => return c,
+            Ok(_) => {}
+            Err(e) => {
+                errors.push(format!("{e:?}"));
+                c = Client::connect_wait(s.client, Duration::from_secs(20));
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader; errors: {:?}\n{}",
+            &errors[..errors.len().min(5)],
+            s.log()
+        );
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn put_get_and_restart_keep_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path());
+    let mut c = leader(&s);
+    let mut last = 0;
+    for i in 0..200 {
+        let r = c.put(&format!("k{i:03}"), &format!("v{i}")).unwrap();
+        assert!(r.header.revision > last, "revisions increase");
+        last = r.header.revision;
+    }
+    let g = c.get("k007", false).unwrap();
+    assert_eq!(g.kvs.len(), 1);
+    assert_eq!(g.kvs[0].value, b"v7");
+    assert_eq!(g.header.revision, last);
+    let g = c.get("k199", true).unwrap();
+    assert_eq!(g.kvs[0].value, b"v199");
+    // SIGKILL, restart: every acknowledged write is there (WAL replay after the durable index).
+    drop(c);
+    s.kill();
+    s.restart();
+    let mut c = leader(&s);
+    let all = match c
+        .call(p::Request::Range(p::RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            ..Default::default()
+        }))
+        .unwrap()
+    {
+        p::Response::Range(r) => r,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(all.count, 200, "{}", s.log());
+    assert_eq!(all.header.revision, last);
+    // SIGTERM: a clean exit.
+    drop(c);
+    let st = s.terminate();
+    assert!(st.success(), "exit status {st:?}\n{}", s.log());
+}
+
+#[test]
+fn txn_watch_and_lease_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let mut c = leader(&s);
+    let mut w = Client::connect_wait(s.client, Duration::from_secs(5));
+    let create = w
+        .send(
+            &p::Request::Watch(p::WatchRequest::Create(p::WatchCreateRequest {
+                key: b"w/".to_vec(),
+                range_end: b"w0".to_vec(),
+                prev_kv: true,
+                ..Default::default()
+            })),
+            false,
+        )
+        .unwrap();
+    let (id, more, r) = w.recv().unwrap();
+    assert_eq!(id, create);
+    assert!(more);
+    let p::Response::Watch(created) = r else {
+        panic!("{r:?}")
+    };
+    assert!(created.created);
+    // A txn that puts two keys in one revision.
+    let t = c
+        .call(p::Request::Txn(p::TxnRequest {
+            compare: vec![p::Compare {
+                result: p::CompareResult::Equal,
+                target: p::CompareTarget::Version,
+                key: b"w/a".to_vec(),
+                target_union: p::TargetUnion::Version(0),
+                range_end: vec![],
+            }],
+            success: vec![
+                p::RequestOp::Put(p::PutRequest {
+                    key: b"w/a".to_vec(),
+                    value: b"1".to_vec(),
+                    ..Default::default()
+                }),
+                p::RequestOp::Put(p::PutRequest {
+                    key: b"w/b".to_vec(),
+                    value: b"2".to_vec(),
+                    ..Default::default()
+                }),
+            ],
+            failure: vec![],
+        }))
+        .unwrap();
+    let p::Response::Txn(t) = t else { panic!() };
+    assert!(t.succeeded);
+    let (id, more, r) = w.recv().unwrap();
+    assert_eq!((id, more), (create, true));
+    let p::Response::Watch(ev) = r else { panic!() };
+    assert_eq!(ev.events.len(), 2, "one response per revision (W4)");
+    assert!(ev
+        .events
+        .iter()
+        .all(|e| e.kv.mod_revision == t.header.revision));
+    // Lease: grant, attach, revoke deletes the key and the watcher sees it.
+    let g = c
+        .call(p::Request::LeaseGrant(p::LeaseGrantRequest {
+            ttl: 60,
+            id: 0,
+        }))
+        .unwrap();
+    let p::Response::LeaseGrant(g) = g else {
+        panic!()
+    };
+    assert!(g.id > 0 && g.ttl >= 60);
+    c.call(p::Request::Put(p::PutRequest {
+        key: b"w/l".to_vec(),
+        value: b"x".to_vec(),
+        lease: g.id,
+        ..Default::default()
+    }))
+    .unwrap();
+    let ka = c
+        .call(p::Request::LeaseKeepAlive(p::LeaseKeepAliveRequest {
+            id: g.id,
+        }))
+        .unwrap();
+    let p::Response::LeaseKeepAlive(ka) = ka else {
+        panic!()
+    };
+    assert_eq!(ka.ttl, g.ttl);
+    let ttl = c
+        .call(p::Request::LeaseTimeToLive(p::LeaseTimeToLiveRequest {
+            id: g.id,
+            keys: true,
+        }))
+        .unwrap();
+    let p::Response::LeaseTimeToLive(ttl) = ttl else {
+        panic!()
+    };
+    assert_eq!(ttl.keys, vec![b"w/l".to_vec()]);
+    c.call(p::Request::LeaseRevoke(p::LeaseRevokeRequest { id: g.id }))
+        .unwrap();
+    assert!(c.get("w/l", false).unwrap().kvs.is_empty());
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let (_, _, r) = w.recv().unwrap();
+        let p::Response::Watch(ev) = r else { panic!() };
+        kinds.extend(ev.events.iter().map(|e| (e.event_type, e.kv.key.clone())));
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (p::EventType::Put, b"w/l".to_vec()),
+            (p::EventType::Delete, b"w/l".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn a_client_sending_garbage_does_not_affect_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let mut good = leader(&s);
+    let mut bad = Client::connect_wait(s.client, Duration::from_secs(5));
+    bad.send_raw(&[0xde; 100]).unwrap();
+    // The bad connection gets an error frame, then is closed.
+    match bad.recv() {
+        Ok((0, false, p::Response::Error(e))) => {
+            assert_eq!(e.code, p::ErrorCode::MalformedFrame as u16)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(bad.recv().is_err(), "closed after the error frame");
+    // A valid frame whose payload is garbage: same.
+    let mut bad2 = Client::connect_wait(s.client, Duration::from_secs(5));
+    let mut frame = Vec::new();
+    p::encode_request(
+        &mut frame,
+        5,
+        false,
+        &p::Request::Status(p::StatusRequest {}),
+    )
+    .unwrap();
+    let n = frame.len();
+    frame[n - 1] ^= 0xff;
+    bad2.send_raw(&frame).unwrap();
+    assert!(matches!(bad2.recv(), Ok((_, false, p::Response::Error(_)))));
+    good.put("still", "fine").unwrap();
+    assert_eq!(good.get("still", false).unwrap().kvs[0].value, b"fine");
+}
