@@ -81,7 +81,8 @@ fn crc(header: &[u8], payload: &[u8]) -> u32 {
 
 /// Appends one frame (header, payload, zero padding) to `out`.
 ///
-/// Fails only if the payload exceeds [`MAX_PAYLOAD_HARD`].
+/// Fails only if the payload exceeds [`MAX_PAYLOAD_HARD`] or `flags` has undefined bits; `out` is
+/// then left as it was.
 pub fn encode_frame(
     out: &mut Vec<u8>,
     opcode: Opcode,
@@ -89,28 +90,50 @@ pub fn encode_frame(
     request_id: u64,
     payload: &[u8],
 ) -> Result<(), ProtoError> {
-    let len = u32::try_from(payload.len())
-        .ok()
-        .filter(|&l| l <= MAX_PAYLOAD_HARD)
-        .ok_or_else(|| ProtoError::Encode(format!("payload of {} bytes", payload.len())))?;
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(ProtoError::Encode(format!("unknown flags {flags:#04x}")));
-    }
-    let mut header = [0u8; HEADER_LEN];
-    header[0..4].copy_from_slice(&MAGIC);
-    header[4] = VERSION;
-    header[5] = flags;
-    header[6..8].copy_from_slice(&opcode.to_u16().to_le_bytes());
-    header[8..16].copy_from_slice(&request_id.to_le_bytes());
-    header[16..20].copy_from_slice(&len.to_le_bytes());
-    // 20..28 reserved, zero.
-    let sum = crc(&header, payload);
-    header[28..32].copy_from_slice(&sum.to_le_bytes());
-    let total = wire_len(payload.len());
-    out.reserve(total);
-    out.extend_from_slice(&header);
+    let start = begin_frame(out, payload.len());
     out.extend_from_slice(payload);
-    out.resize(out.len() + (total - HEADER_LEN - payload.len()), 0);
+    finish_frame(out, start, opcode, flags, request_id)
+}
+
+/// Reserves the header of a frame at the end of `out` (room for `payload_hint` payload bytes);
+/// the payload is then appended and [`finish_frame`] called with the returned start.
+pub(crate) fn begin_frame(out: &mut Vec<u8>, payload_hint: usize) -> usize {
+    let start = out.len();
+    out.reserve(wire_len(payload_hint));
+    out.resize(start + HEADER_LEN, 0);
+    start
+}
+
+/// Completes the frame begun at `start` whose payload is everything after its header: fills the
+/// header in (CRC last) and appends the padding. On error, truncates `out` back to `start`.
+pub(crate) fn finish_frame(
+    out: &mut Vec<u8>,
+    start: usize,
+    opcode: Opcode,
+    flags: u8,
+    request_id: u64,
+) -> Result<(), ProtoError> {
+    let payload_len = out.len() - start - HEADER_LEN;
+    let len = match u32::try_from(payload_len) {
+        Ok(l) if l <= MAX_PAYLOAD_HARD && flags & !KNOWN_FLAGS == 0 => l,
+        _ => {
+            out.truncate(start);
+            return Err(ProtoError::Encode(format!(
+                "payload of {payload_len} bytes, flags {flags:#04x}"
+            )));
+        }
+    };
+    let frame = &mut out[start..];
+    frame[0..4].copy_from_slice(&MAGIC);
+    frame[4] = VERSION;
+    frame[5] = flags;
+    frame[6..8].copy_from_slice(&opcode.to_u16().to_le_bytes());
+    frame[8..16].copy_from_slice(&request_id.to_le_bytes());
+    frame[16..20].copy_from_slice(&len.to_le_bytes());
+    frame[20..28].fill(0);
+    let sum = crc(frame, &frame[HEADER_LEN..]);
+    frame[28..32].copy_from_slice(&sum.to_le_bytes());
+    out.resize(start + wire_len(payload_len), 0);
     Ok(())
 }
 

@@ -47,17 +47,24 @@ proptest! {
         let from_archive: Request =
             rkyv::deserialize::<Request, rkyv::rancor::Error>(archived).unwrap();
         prop_assert_eq!(&from_archive, &req);
-        prop_assert_eq!(frame.decode_request().unwrap(), req);
+        prop_assert_eq!(frame.decode_request().unwrap(), req.clone());
+        // Serialized in place, the payload is byte for byte what rkyv lays out in its own
+        // aligned buffer.
+        let reference = rkyv::to_bytes::<rkyv::rancor::Error>(&req).unwrap();
+        prop_assert_eq!(frame.payload, reference.as_slice());
         // The wrong direction is refused.
         prop_assert!(matches!(frame.access_response(), Err(ProtoError::UnexpectedOpcode(_))));
         prop_assert!(matches!(dec.decode(), Ok(Decoded::NeedMore(HEADER_LEN))));
     }
 
     #[test]
-    fn response_round_trip(resp in response(), id in any::<u64>(), more in any::<bool>()) {
+    fn response_round_trip(resp in response(), id in any::<u64>(), more in any::<bool>(),
+                           prefix in proptest::collection::vec(any::<u8>(), 0..3)) {
         let more = more && !matches!(resp, Response::Error(_));
-        let mut wire = Vec::new();
+        // Frames are appended after whatever `out` holds (here whole 16-byte blocks).
+        let mut wire = vec![0u8; 16 * prefix.len()];
         encode_response(&mut wire, id, more, &resp).unwrap();
+        let wire = wire.split_off(16 * prefix.len());
         let (header, payload) = one_frame(&wire, limits::DEFAULT_MAX_RESPONSE_PAYLOAD);
         prop_assert_eq!(header.request_id, id);
         prop_assert_eq!(header.more(), more);
@@ -132,6 +139,16 @@ proptest! {
         }
         prop_assert_eq!(dec.buffered(), 0);
     }
+}
+
+#[test]
+fn encode_failure_leaves_the_buffer_alone() {
+    let mut out = vec![1, 2, 3];
+    assert!(encode_frame(&mut out, Opcode::Error, 0x80, 1, b"x").is_err());
+    assert_eq!(out, [1, 2, 3]);
+    let err = Response::Error(ErrorResponse::new(ErrorCode::NoLeader));
+    assert!(encode_response(&mut out, 1, true, &err).is_err());
+    assert_eq!(out, [1, 2, 3]);
 }
 
 #[test]
