@@ -183,8 +183,8 @@ fn flags(more: bool) -> u8 {
     }
 }
 
-/// Appends a request frame to `out`. `more`: the client keeps the stream open on this id
-/// (LeaseKeepAlive streams); `false` for every other request.
+/// Appends a request frame to `out`. `more`: the client keeps the stream open on this id; only
+/// LeaseKeepAlive may (an `Encode` error otherwise, `out` unchanged).
 pub fn encode_request(
     out: &mut Vec<u8>,
     request_id: u64,
@@ -201,16 +201,14 @@ pub fn encode_request(
 }
 
 /// Appends a response frame to `out` (its opcode follows the variant; `Response::Error` gives an
-/// error frame). `more`: more frames follow on this id (stream items).
+/// error frame). `more`: more frames follow on this id; only Watch, LeaseKeepAlive and Snapshot
+/// responses may (an `Encode` error otherwise, `out` unchanged).
 pub fn encode_response(
     out: &mut Vec<u8>,
     request_id: u64,
     more: bool,
     response: &Response,
 ) -> Result<(), ProtoError> {
-    if more && matches!(response, Response::Error(_)) {
-        return Err(ProtoError::Encode("an error frame ends its stream".into()));
-    }
     encode_archived(out, response.opcode(), flags(more), request_id, response)
 }
 

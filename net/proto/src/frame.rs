@@ -81,8 +81,9 @@ fn crc(header: &[u8], payload: &[u8]) -> u32 {
 
 /// Appends one frame (header, payload, zero padding) to `out`.
 ///
-/// Fails only if the payload exceeds [`MAX_PAYLOAD_HARD`] or `flags` has undefined bits; `out` is
-/// then left as it was.
+/// Fails only if the payload exceeds [`MAX_PAYLOAD_HARD`], `flags` has undefined bits, or sets
+/// [`FLAG_MORE`] on an opcode that does not stream ([`Opcode::may_stream`]); `out` is then left
+/// as it was.
 pub fn encode_frame(
     out: &mut Vec<u8>,
     opcode: Opcode,
@@ -114,12 +115,14 @@ pub(crate) fn finish_frame(
     request_id: u64,
 ) -> Result<(), ProtoError> {
     let payload_len = out.len() - start - HEADER_LEN;
+    let streams_ok = flags & FLAG_MORE == 0 || opcode.may_stream();
     let len = match u32::try_from(payload_len) {
-        Ok(l) if l <= MAX_PAYLOAD_HARD && flags & !KNOWN_FLAGS == 0 => l,
+        Ok(l) if l <= MAX_PAYLOAD_HARD && flags & !KNOWN_FLAGS == 0 && streams_ok => l,
         _ => {
             out.truncate(start);
             return Err(ProtoError::Encode(format!(
-                "payload of {payload_len} bytes, flags {flags:#04x}"
+                "payload of {payload_len} bytes, flags {flags:#04x} on opcode {:#06x}",
+                opcode.to_u16()
             )));
         }
     };
@@ -160,6 +163,9 @@ fn parse_header(bytes: &[u8], max_payload: u32) -> Result<FrameHeader, ProtoErro
     }
     let raw_opcode = read_u16(bytes, 6);
     let opcode = Opcode::from_u16(raw_opcode).ok_or(ProtoError::UnknownOpcode(raw_opcode))?;
+    if flags & FLAG_MORE != 0 && !opcode.may_stream() {
+        return Err(ProtoError::UnexpectedMore(raw_opcode));
+    }
     let mut id = [0u8; 8];
     id.copy_from_slice(&bytes[8..16]);
     let request_id = u64::from_le_bytes(id);
@@ -317,5 +323,65 @@ impl FrameDecoder {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::opcode::Method;
+
+    #[test]
+    fn wire_len_pads_to_16() {
+        assert_eq!(wire_len(0), 32);
+        assert_eq!(wire_len(1), 48);
+        assert_eq!(wire_len(16), 48);
+        assert_eq!(wire_len(17), 64);
+    }
+
+    /// The byte layout documented in net/PROTOCOL.md §1, checked field by field.
+    #[test]
+    fn header_layout_matches_the_document() {
+        let mut out = Vec::new();
+        let op = Opcode::Response(Method::Watch);
+        encode_frame(&mut out, op, FLAG_MORE, 0x0102_0304_0506_0708, b"abc").unwrap();
+        assert_eq!(out.len(), 48);
+        assert_eq!(&out[0..4], b"KEEL");
+        assert_eq!(out[4], 1);
+        assert_eq!(out[5], 0x01);
+        assert_eq!(&out[6..8], &[0x10, 0x80]);
+        assert_eq!(&out[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(&out[16..20], &[3, 0, 0, 0]);
+        assert_eq!(&out[20..28], &[0; 8]);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..28]), b"abc");
+        assert_eq!(&out[28..32], &crc.to_le_bytes());
+        assert_eq!(&out[32..35], b"abc");
+        assert_eq!(&out[35..48], &[0; 13]);
+    }
+
+    #[test]
+    fn decoder_compacts_by_whole_frames() {
+        let mut wire = Vec::new();
+        for id in 0..3 {
+            encode_frame(&mut wire, Opcode::Error, 0, id, &[id as u8; 5]).unwrap();
+        }
+        let mut dec = FrameDecoder::new(1024);
+        dec.feed(&wire[..60]);
+        let Ok(Decoded::Frame(f)) = dec.decode() else {
+            panic!()
+        };
+        assert_eq!(f.header.request_id, 0);
+        assert!(matches!(dec.decode(), Ok(Decoded::NeedMore(_))));
+        dec.feed(&wire[60..]);
+        assert_eq!(dec.start, 0, "compacted on feed");
+        for id in 1..3 {
+            let Ok(Decoded::Frame(f)) = dec.decode() else {
+                panic!()
+            };
+            assert_eq!(f.header.request_id, id);
+            assert_eq!(f.payload, &[id as u8; 5]);
+            assert_eq!(f.payload.as_ptr() as usize & (FRAME_ALIGN - 1), 0);
+        }
+        assert_eq!(dec.buffered(), 0);
     }
 }

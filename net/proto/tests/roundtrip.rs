@@ -33,6 +33,7 @@ proptest! {
 
     #[test]
     fn request_round_trip(req in request(), id in any::<u64>(), more in any::<bool>()) {
+        let more = more && Opcode::Request(req.method()).may_stream();
         let mut wire = Vec::new();
         encode_request(&mut wire, id, more, &req).unwrap();
         prop_assert_eq!(wire.len() % 16, 0);
@@ -60,7 +61,7 @@ proptest! {
     #[test]
     fn response_round_trip(resp in response(), id in any::<u64>(), more in any::<bool>(),
                            prefix in proptest::collection::vec(any::<u8>(), 0..3)) {
-        let more = more && !matches!(resp, Response::Error(_));
+        let more = more && resp.opcode().may_stream();
         // Frames are appended after whatever `out` holds (here whole 16-byte blocks).
         let mut wire = vec![0u8; 16 * prefix.len()];
         encode_response(&mut wire, id, more, &resp).unwrap();
@@ -149,6 +150,39 @@ fn encode_failure_leaves_the_buffer_alone() {
     let err = Response::Error(ErrorResponse::new(ErrorCode::NoLeader));
     assert!(encode_response(&mut out, 1, true, &err).is_err());
     assert_eq!(out, [1, 2, 3]);
+}
+
+#[test]
+fn only_streams_carry_more() {
+    let mut out = Vec::new();
+    let put = Request::Put(PutRequest::default());
+    assert!(encode_request(&mut out, 1, true, &put).is_err());
+    assert!(out.is_empty());
+    encode_request(&mut out, 1, false, &put).unwrap();
+    let ka = Request::LeaseKeepAlive(LeaseKeepAliveRequest { id: 5 });
+    encode_request(&mut out, 2, true, &ka).unwrap();
+    for resp in [
+        Response::Watch(WatchResponse::default()),
+        Response::LeaseKeepAlive(LeaseKeepAliveResponse::default()),
+        Response::Snapshot(SnapshotResponse::default()),
+    ] {
+        encode_response(&mut out, 3, true, &resp).unwrap();
+    }
+    let range = Response::Range(RangeResponse::default());
+    assert!(encode_response(&mut out, 4, true, &range).is_err());
+    // A frame that sets MORE where it may not is refused by the decoder, from the header.
+    let mut bad = Vec::new();
+    encode_request(&mut bad, 9, false, &put).unwrap();
+    bad[5] |= FLAG_MORE;
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&bad[..28]),
+        &bad[HEADER_LEN..HEADER_LEN + u32::from_le_bytes(bad[16..20].try_into().unwrap()) as usize],
+    );
+    bad[28..32].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        decode_frame(&bad, 1024).unwrap_err(),
+        ProtoError::UnexpectedMore(Opcode::Request(Method::Put).to_u16())
+    );
 }
 
 #[test]
