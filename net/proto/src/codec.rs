@@ -10,14 +10,16 @@
 
 use std::ops::Deref;
 
-use rkyv::api::high::HighValidator;
+use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::{Positional, Writer};
 use rkyv::util::AlignedVec;
 use rkyv::Portable;
 
 use crate::error::{ErrorResponse, ProtoError};
-use crate::frame::{encode_frame, Frame, FLAG_MORE, FRAME_ALIGN};
+use crate::frame::{begin_frame, finish_frame, Frame, FLAG_MORE, FRAME_ALIGN};
 use crate::messages::{ArchivedRequest, ArchivedResponse, Request, Response};
 use crate::opcode::Opcode;
 
@@ -74,15 +76,55 @@ where
 
 pub(crate) fn to_archive<T>(value: &T) -> Result<AlignedVec, ProtoError>
 where
-    T: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<
-            AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rancor::Error,
-        >,
-    >,
+    T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
 {
     rkyv::to_bytes::<rancor::Error>(value).map_err(|e| ProtoError::Encode(e.to_string()))
+}
+
+/// rkyv writer appending to a frame under construction; positions count from the payload's start
+/// (which is 16-byte aligned in the stream), so the archive is laid out exactly as `to_bytes`
+/// would lay it out in an aligned buffer, without the intermediate buffer and copy.
+struct PayloadWriter<'a> {
+    out: &'a mut Vec<u8>,
+    base: usize,
+}
+
+impl Positional for PayloadWriter<'_> {
+    fn pos(&self) -> usize {
+        self.out.len() - self.base
+    }
+}
+
+impl<E> Writer<E> for PayloadWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        self.out.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Serializes `value` straight into a new frame at the end of `out`.
+fn encode_archived<T>(
+    out: &mut Vec<u8>,
+    opcode: Opcode,
+    flags: u8,
+    request_id: u64,
+    value: &T,
+) -> Result<(), ProtoError>
+where
+    T: for<'a, 'b> rkyv::Serialize<
+        HighSerializer<PayloadWriter<'b>, ArenaHandle<'a>, rancor::Error>,
+    >,
+{
+    let start = begin_frame(out, 0);
+    let writer = PayloadWriter {
+        base: out.len(),
+        out,
+    };
+    if let Err(e) = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, writer) {
+        out.truncate(start);
+        return Err(ProtoError::Encode(e.to_string()));
+    }
+    finish_frame(out, start, opcode, flags, request_id)
 }
 
 /// Validates a request payload in place and checks it matches `opcode` (which must be a request
@@ -141,37 +183,33 @@ fn flags(more: bool) -> u8 {
     }
 }
 
-/// Appends a request frame to `out`. `more`: the client keeps the stream open on this id
-/// (LeaseKeepAlive streams); `false` for every other request.
+/// Appends a request frame to `out`. `more`: the client keeps the stream open on this id; only
+/// LeaseKeepAlive may (an `Encode` error otherwise, `out` unchanged).
 pub fn encode_request(
     out: &mut Vec<u8>,
     request_id: u64,
     more: bool,
     request: &Request,
 ) -> Result<(), ProtoError> {
-    let bytes = to_archive(request)?;
-    encode_frame(
+    encode_archived(
         out,
         Opcode::Request(request.method()),
         flags(more),
         request_id,
-        &bytes,
+        request,
     )
 }
 
 /// Appends a response frame to `out` (its opcode follows the variant; `Response::Error` gives an
-/// error frame). `more`: more frames follow on this id (stream items).
+/// error frame). `more`: more frames follow on this id; only Watch, LeaseKeepAlive and Snapshot
+/// responses may (an `Encode` error otherwise, `out` unchanged).
 pub fn encode_response(
     out: &mut Vec<u8>,
     request_id: u64,
     more: bool,
     response: &Response,
 ) -> Result<(), ProtoError> {
-    if more && matches!(response, Response::Error(_)) {
-        return Err(ProtoError::Encode("an error frame ends its stream".into()));
-    }
-    let bytes = to_archive(response)?;
-    encode_frame(out, response.opcode(), flags(more), request_id, &bytes)
+    encode_archived(out, response.opcode(), flags(more), request_id, response)
 }
 
 /// Appends an error frame for `request_id` (use request id 0 for a connection-level error, e.g.

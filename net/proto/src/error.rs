@@ -36,6 +36,9 @@ pub enum ProtoError {
     BadPadding,
     /// The opcode is valid but not expected here (a response sent to the server, or vice versa).
     UnexpectedOpcode(u16),
+    /// The `MORE` flag is set on an opcode that never streams in that direction (only
+    /// LeaseKeepAlive requests, and Watch/LeaseKeepAlive/Snapshot responses, may carry it).
+    UnexpectedMore(u16),
     /// The payload's message kind does not match the frame's opcode.
     OpcodeMismatch {
         /// Opcode in the header.
@@ -69,6 +72,9 @@ impl std::fmt::Display for ProtoError {
             ),
             ProtoError::UnknownOpcode(x) => write!(f, "unknown opcode {x:#06x}"),
             ProtoError::BadPadding => write!(f, "frame padding is not zero"),
+            ProtoError::UnexpectedMore(x) => {
+                write!(f, "flag MORE on opcode {x:#06x}, which does not stream")
+            }
             ProtoError::UnexpectedOpcode(x) => {
                 write!(f, "unexpected opcode {x:#06x} in this direction")
             }

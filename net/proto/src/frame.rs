@@ -81,7 +81,9 @@ fn crc(header: &[u8], payload: &[u8]) -> u32 {
 
 /// Appends one frame (header, payload, zero padding) to `out`.
 ///
-/// Fails only if the payload exceeds [`MAX_PAYLOAD_HARD`].
+/// Fails only if the payload exceeds [`MAX_PAYLOAD_HARD`], `flags` has undefined bits, or sets
+/// [`FLAG_MORE`] on an opcode that does not stream ([`Opcode::may_stream`]); `out` is then left
+/// as it was.
 pub fn encode_frame(
     out: &mut Vec<u8>,
     opcode: Opcode,
@@ -89,28 +91,52 @@ pub fn encode_frame(
     request_id: u64,
     payload: &[u8],
 ) -> Result<(), ProtoError> {
-    let len = u32::try_from(payload.len())
-        .ok()
-        .filter(|&l| l <= MAX_PAYLOAD_HARD)
-        .ok_or_else(|| ProtoError::Encode(format!("payload of {} bytes", payload.len())))?;
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(ProtoError::Encode(format!("unknown flags {flags:#04x}")));
-    }
-    let mut header = [0u8; HEADER_LEN];
-    header[0..4].copy_from_slice(&MAGIC);
-    header[4] = VERSION;
-    header[5] = flags;
-    header[6..8].copy_from_slice(&opcode.to_u16().to_le_bytes());
-    header[8..16].copy_from_slice(&request_id.to_le_bytes());
-    header[16..20].copy_from_slice(&len.to_le_bytes());
-    // 20..28 reserved, zero.
-    let sum = crc(&header, payload);
-    header[28..32].copy_from_slice(&sum.to_le_bytes());
-    let total = wire_len(payload.len());
-    out.reserve(total);
-    out.extend_from_slice(&header);
+    let start = begin_frame(out, payload.len());
     out.extend_from_slice(payload);
-    out.resize(out.len() + (total - HEADER_LEN - payload.len()), 0);
+    finish_frame(out, start, opcode, flags, request_id)
+}
+
+/// Reserves the header of a frame at the end of `out` (room for `payload_hint` payload bytes);
+/// the payload is then appended and [`finish_frame`] called with the returned start.
+pub(crate) fn begin_frame(out: &mut Vec<u8>, payload_hint: usize) -> usize {
+    let start = out.len();
+    out.reserve(wire_len(payload_hint));
+    out.resize(start + HEADER_LEN, 0);
+    start
+}
+
+/// Completes the frame begun at `start` whose payload is everything after its header: fills the
+/// header in (CRC last) and appends the padding. On error, truncates `out` back to `start`.
+pub(crate) fn finish_frame(
+    out: &mut Vec<u8>,
+    start: usize,
+    opcode: Opcode,
+    flags: u8,
+    request_id: u64,
+) -> Result<(), ProtoError> {
+    let payload_len = out.len() - start - HEADER_LEN;
+    let streams_ok = flags & FLAG_MORE == 0 || opcode.may_stream();
+    let len = match u32::try_from(payload_len) {
+        Ok(l) if l <= MAX_PAYLOAD_HARD && flags & !KNOWN_FLAGS == 0 && streams_ok => l,
+        _ => {
+            out.truncate(start);
+            return Err(ProtoError::Encode(format!(
+                "payload of {payload_len} bytes, flags {flags:#04x} on opcode {:#06x}",
+                opcode.to_u16()
+            )));
+        }
+    };
+    let frame = &mut out[start..];
+    frame[0..4].copy_from_slice(&MAGIC);
+    frame[4] = VERSION;
+    frame[5] = flags;
+    frame[6..8].copy_from_slice(&opcode.to_u16().to_le_bytes());
+    frame[8..16].copy_from_slice(&request_id.to_le_bytes());
+    frame[16..20].copy_from_slice(&len.to_le_bytes());
+    frame[20..28].fill(0);
+    let sum = crc(frame, &frame[HEADER_LEN..]);
+    frame[28..32].copy_from_slice(&sum.to_le_bytes());
+    out.resize(start + wire_len(payload_len), 0);
     Ok(())
 }
 
@@ -137,6 +163,9 @@ fn parse_header(bytes: &[u8], max_payload: u32) -> Result<FrameHeader, ProtoErro
     }
     let raw_opcode = read_u16(bytes, 6);
     let opcode = Opcode::from_u16(raw_opcode).ok_or(ProtoError::UnknownOpcode(raw_opcode))?;
+    if flags & FLAG_MORE != 0 && !opcode.may_stream() {
+        return Err(ProtoError::UnexpectedMore(raw_opcode));
+    }
     let mut id = [0u8; 8];
     id.copy_from_slice(&bytes[8..16]);
     let request_id = u64::from_le_bytes(id);
@@ -294,5 +323,65 @@ impl FrameDecoder {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::opcode::Method;
+
+    #[test]
+    fn wire_len_pads_to_16() {
+        assert_eq!(wire_len(0), 32);
+        assert_eq!(wire_len(1), 48);
+        assert_eq!(wire_len(16), 48);
+        assert_eq!(wire_len(17), 64);
+    }
+
+    /// The byte layout documented in net/PROTOCOL.md §1, checked field by field.
+    #[test]
+    fn header_layout_matches_the_document() {
+        let mut out = Vec::new();
+        let op = Opcode::Response(Method::Watch);
+        encode_frame(&mut out, op, FLAG_MORE, 0x0102_0304_0506_0708, b"abc").unwrap();
+        assert_eq!(out.len(), 48);
+        assert_eq!(&out[0..4], b"KEEL");
+        assert_eq!(out[4], 1);
+        assert_eq!(out[5], 0x01);
+        assert_eq!(&out[6..8], &[0x10, 0x80]);
+        assert_eq!(&out[8..16], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(&out[16..20], &[3, 0, 0, 0]);
+        assert_eq!(&out[20..28], &[0; 8]);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..28]), b"abc");
+        assert_eq!(&out[28..32], &crc.to_le_bytes());
+        assert_eq!(&out[32..35], b"abc");
+        assert_eq!(&out[35..48], &[0; 13]);
+    }
+
+    #[test]
+    fn decoder_compacts_by_whole_frames() {
+        let mut wire = Vec::new();
+        for id in 0..3 {
+            encode_frame(&mut wire, Opcode::Error, 0, id, &[id as u8; 5]).unwrap();
+        }
+        let mut dec = FrameDecoder::new(1024);
+        dec.feed(&wire[..60]);
+        let Ok(Decoded::Frame(f)) = dec.decode() else {
+            panic!()
+        };
+        assert_eq!(f.header.request_id, 0);
+        assert!(matches!(dec.decode(), Ok(Decoded::NeedMore(_))));
+        dec.feed(&wire[60..]);
+        assert_eq!(dec.start, 0, "compacted on feed");
+        for id in 1..3 {
+            let Ok(Decoded::Frame(f)) = dec.decode() else {
+                panic!()
+            };
+            assert_eq!(f.header.request_id, id);
+            assert_eq!(f.payload, &[id as u8; 5]);
+            assert_eq!(f.payload.as_ptr() as usize & (FRAME_ALIGN - 1), 0);
+        }
+        assert_eq!(dec.buffered(), 0);
     }
 }

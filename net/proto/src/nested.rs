@@ -138,3 +138,21 @@ where
         unsafe { ArchivedVec::<T>::check_bytes(value.cast::<ArchivedVec<T>>(), context) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_counts_and_releases() {
+        let mut guards = Vec::new();
+        for _ in 0..MAX_TXN_DEPTH {
+            guards.push(DepthGuard::enter().expect("below the limit"));
+        }
+        assert!(DepthGuard::enter().is_none());
+        guards.pop();
+        assert!(DepthGuard::enter().is_some());
+        guards.clear();
+        assert_eq!(DEPTH.with(Cell::get), 0);
+    }
+}

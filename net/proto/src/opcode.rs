@@ -137,8 +137,45 @@ impl Opcode {
         })
     }
 
+    /// Whether a frame with this opcode may carry `FLAG_MORE` (more frames follow on its id):
+    /// LeaseKeepAlive requests (the client keeps its keepalive stream open), and Watch,
+    /// LeaseKeepAlive and Snapshot responses (server streams). Never an error frame.
+    pub fn may_stream(self) -> bool {
+        match self {
+            Opcode::Request(m) => m == Method::LeaseKeepAlive,
+            Opcode::Response(m) => {
+                matches!(m, Method::Watch | Method::LeaseKeepAlive | Method::Snapshot)
+            }
+            Opcode::Error => false,
+        }
+    }
+
     /// Whether the server sends this opcode.
     pub fn is_from_server(self) -> bool {
         !matches!(self, Opcode::Request(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_stream_opcodes_may_stream() {
+        let streaming: Vec<_> = Method::ALL
+            .iter()
+            .flat_map(|&m| [Opcode::Request(m), Opcode::Response(m)])
+            .filter(|o| o.may_stream())
+            .collect();
+        assert_eq!(
+            streaming,
+            [
+                Opcode::Response(Method::Watch),
+                Opcode::Request(Method::LeaseKeepAlive),
+                Opcode::Response(Method::LeaseKeepAlive),
+                Opcode::Response(Method::Snapshot),
+            ]
+        );
+        assert!(!Opcode::Error.may_stream());
     }
 }

@@ -26,6 +26,7 @@ fn sample_frames() -> Vec<Vec<u8>> {
             ..Default::default()
         }),
         Request::Txn(nested_txn(3)),
+        Request::LeaseKeepAlive(LeaseKeepAliveRequest { id: 77 }),
         Request::Watch(WatchRequest::Create(WatchCreateRequest {
             key: b"a".to_vec(),
             range_end: b"b".to_vec(),
@@ -35,7 +36,7 @@ fn sample_frames() -> Vec<Vec<u8>> {
     ];
     for (i, r) in reqs.iter().enumerate() {
         let mut w = Vec::new();
-        encode_request(&mut w, 1000 + i as u64, i == 3, r).unwrap();
+        encode_request(&mut w, 1000 + i as u64, i == 3, r).unwrap(); // 3: keepalive, MORE
         frames.push(w);
     }
     let mut w = Vec::new();

@@ -33,6 +33,7 @@ proptest! {
 
     #[test]
     fn request_round_trip(req in request(), id in any::<u64>(), more in any::<bool>()) {
+        let more = more && Opcode::Request(req.method()).may_stream();
         let mut wire = Vec::new();
         encode_request(&mut wire, id, more, &req).unwrap();
         prop_assert_eq!(wire.len() % 16, 0);
@@ -47,17 +48,24 @@ proptest! {
         let from_archive: Request =
             rkyv::deserialize::<Request, rkyv::rancor::Error>(archived).unwrap();
         prop_assert_eq!(&from_archive, &req);
-        prop_assert_eq!(frame.decode_request().unwrap(), req);
+        prop_assert_eq!(frame.decode_request().unwrap(), req.clone());
+        // Serialized in place, the payload is byte for byte what rkyv lays out in its own
+        // aligned buffer.
+        let reference = rkyv::to_bytes::<rkyv::rancor::Error>(&req).unwrap();
+        prop_assert_eq!(frame.payload, reference.as_slice());
         // The wrong direction is refused.
         prop_assert!(matches!(frame.access_response(), Err(ProtoError::UnexpectedOpcode(_))));
         prop_assert!(matches!(dec.decode(), Ok(Decoded::NeedMore(HEADER_LEN))));
     }
 
     #[test]
-    fn response_round_trip(resp in response(), id in any::<u64>(), more in any::<bool>()) {
-        let more = more && !matches!(resp, Response::Error(_));
-        let mut wire = Vec::new();
+    fn response_round_trip(resp in response(), id in any::<u64>(), more in any::<bool>(),
+                           prefix in proptest::collection::vec(any::<u8>(), 0..3)) {
+        let more = more && resp.opcode().may_stream();
+        // Frames are appended after whatever `out` holds (here whole 16-byte blocks).
+        let mut wire = vec![0u8; 16 * prefix.len()];
         encode_response(&mut wire, id, more, &resp).unwrap();
+        let wire = wire.split_off(16 * prefix.len());
         let (header, payload) = one_frame(&wire, limits::DEFAULT_MAX_RESPONSE_PAYLOAD);
         prop_assert_eq!(header.request_id, id);
         prop_assert_eq!(header.more(), more);
@@ -132,6 +140,49 @@ proptest! {
         }
         prop_assert_eq!(dec.buffered(), 0);
     }
+}
+
+#[test]
+fn encode_failure_leaves_the_buffer_alone() {
+    let mut out = vec![1, 2, 3];
+    assert!(encode_frame(&mut out, Opcode::Error, 0x80, 1, b"x").is_err());
+    assert_eq!(out, [1, 2, 3]);
+    let err = Response::Error(ErrorResponse::new(ErrorCode::NoLeader));
+    assert!(encode_response(&mut out, 1, true, &err).is_err());
+    assert_eq!(out, [1, 2, 3]);
+}
+
+#[test]
+fn only_streams_carry_more() {
+    let mut out = Vec::new();
+    let put = Request::Put(PutRequest::default());
+    assert!(encode_request(&mut out, 1, true, &put).is_err());
+    assert!(out.is_empty());
+    encode_request(&mut out, 1, false, &put).unwrap();
+    let ka = Request::LeaseKeepAlive(LeaseKeepAliveRequest { id: 5 });
+    encode_request(&mut out, 2, true, &ka).unwrap();
+    for resp in [
+        Response::Watch(WatchResponse::default()),
+        Response::LeaseKeepAlive(LeaseKeepAliveResponse::default()),
+        Response::Snapshot(SnapshotResponse::default()),
+    ] {
+        encode_response(&mut out, 3, true, &resp).unwrap();
+    }
+    let range = Response::Range(RangeResponse::default());
+    assert!(encode_response(&mut out, 4, true, &range).is_err());
+    // A frame that sets MORE where it may not is refused by the decoder, from the header.
+    let mut bad = Vec::new();
+    encode_request(&mut bad, 9, false, &put).unwrap();
+    bad[5] |= FLAG_MORE;
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&bad[..28]),
+        &bad[HEADER_LEN..HEADER_LEN + u32::from_le_bytes(bad[16..20].try_into().unwrap()) as usize],
+    );
+    bad[28..32].copy_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        decode_frame(&bad, 1024).unwrap_err(),
+        ProtoError::UnexpectedMore(Opcode::Request(Method::Put).to_u16())
+    );
 }
 
 #[test]
