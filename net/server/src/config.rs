@@ -106,6 +106,14 @@ pub struct Flags {
         default_value = "0"
     )]
     pub auto_compaction_retention: String,
+    /// Entries kept behind a log compaction for slow followers; one further behind gets a
+    /// snapshot (etcd 3.5's --experimental-snapshot-catchup-entries).
+    #[arg(
+        long = "experimental-snapshot-catchup-entries",
+        env = "KEEL_SNAPSHOT_CATCHUP_ENTRIES",
+        default_value_t = 5000
+    )]
+    pub snapshot_catchup_entries: u64,
     /// Maximum client request size in bytes.
     #[arg(
         long = "max-request-bytes",
@@ -253,6 +261,7 @@ pub struct Config {
     pub tick: Duration,
     pub election_ticks: usize,
     pub snapshot_count: u64,
+    pub snapshot_catchup_entries: u64,
     pub quota_bytes: u64,
     pub auto_compaction: AutoCompactionSetting,
     pub max_request_bytes: u32,
@@ -469,6 +478,7 @@ impl Config {
             tick: Duration::from_millis(f.heartbeat_interval),
             election_ticks: (f.election_timeout / f.heartbeat_interval) as usize,
             snapshot_count: f.snapshot_count.max(1),
+            snapshot_catchup_entries: f.snapshot_catchup_entries,
             quota_bytes: if f.quota_backend_bytes == 0 {
                 2 << 30
             } else {

@@ -120,6 +120,7 @@ impl Node {
         ncfg.election_ticks = cfg.election_ticks as u32;
         ncfg.heartbeat_ticks = 1;
         ncfg.snapshot_count = cfg.snapshot_count;
+        ncfg.catch_up_entries = cfg.snapshot_catchup_entries;
         ncfg.seed = cfg.member_id;
         let mut b = LogCore::builder(ncfg);
         b.applied(applied);
