@@ -106,7 +106,9 @@ fn open_store(cfg: &Config, dir: &Path) -> Result<Arc<KvStore>, String> {
 impl Node {
     /// Starts every executor of a member.
     pub fn start(cfg: Config) -> Result<Node, String> {
-        let dir = member_dir(&cfg);
+        // Absolute: glommio's directory handles do not resolve relative paths.
+        let dir = std::path::absolute(member_dir(&cfg))
+            .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let store = open_store(&cfg, &dir)?;
         let applied = store.applied_index().map_err(|e| e.to_string())?;
