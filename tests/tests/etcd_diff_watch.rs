@@ -752,6 +752,7 @@ fn keel_watch_answers_as_etcd_3_4() {
     let mut rng = Rng(seed);
     let mut compacted = 0i64;
     let (mut ops_run, mut events_seen) = (0u64, 0usize);
+    let (mut compact_cancels, mut refused) = (0usize, 0usize);
     for seq in 0..cases {
         let prefix = format!("{seq:06}/").into_bytes();
         let mut g = Gen {
@@ -892,6 +893,22 @@ fn keel_watch_answers_as_etcd_3_4() {
             )
         };
         settle_and_compare(&etcd, &mut es, &klog, &ctx);
+        for (id, items) in &klog.items {
+            for x in items {
+                if let Item::Ctrl {
+                    canceled: true,
+                    compact_revision,
+                    ..
+                } = x
+                {
+                    if *compact_revision != 0 {
+                        compact_cancels += 1;
+                    } else if *id == -1 {
+                        refused += 1;
+                    }
+                }
+            }
+        }
         events_seen += klog
             .items
             .values()
@@ -901,8 +918,16 @@ fn keel_watch_answers_as_etcd_3_4() {
         keel.hub.close_stream(sid);
         compacted = g.compacted;
     }
+    if cases >= 100 {
+        // The run exercised what it claims to compare.
+        assert!(
+            compact_cancels > 0 && refused > 0,
+            "{compact_cancels} {refused}"
+        );
+    }
     eprintln!(
         "etcd_diff_watch: {cases} sequences, {ops_run} operations, {events_seen} events, \
+         {compact_cancels} compaction cancels, {refused} refused creates, \
          identical watch responses, {:.1}s (etcd pid {})",
         started.elapsed().as_secs_f64(),
         etcd_proc.pid()
