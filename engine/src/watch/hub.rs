@@ -400,6 +400,10 @@ impl<S: WatchSink> WatchHub<S> {
             push_control(st, stream, backlogged, resp);
             Err(e)
         };
+        // etcd checks the range first, then the id.
+        let Some(target) = Target::new(&req.key, &req.range_end) else {
+            return refuse(st, &mut self.backlogged, WatchError::EmptyRange);
+        };
         let id = if req.watch_id == 0 {
             while st.watchers.contains_key(&st.next_id) {
                 st.next_id += 1;
@@ -410,9 +414,6 @@ impl<S: WatchSink> WatchHub<S> {
             return refuse(st, &mut self.backlogged, WatchError::DuplicateId);
         } else {
             req.watch_id
-        };
-        let Some(target) = Target::new(&req.key, &req.range_end) else {
-            return refuse(st, &mut self.backlogged, WatchError::EmptyRange);
         };
         // etcd: synced when the start is 0 or in the future.
         let synced = req.start_revision == 0 || req.start_revision > self.rev;
@@ -630,7 +631,8 @@ impl<S: WatchSink> WatchHub<S> {
         let ids: Vec<u64> = self.unsynced_ids.iter().copied().collect();
         for wid in ids {
             let w = &self.watchers[&wid];
-            if !self.streams[&w.stream].outbox.is_empty() {
+            let st = &self.streams[&w.stream];
+            if !st.outbox.is_empty() || !st.sink.has_room() {
                 continue;
             }
             if w.next_rev < compacted {

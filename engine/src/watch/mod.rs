@@ -82,6 +82,13 @@ pub struct WatchResponse {
 pub trait WatchSink {
     /// Offers a response without blocking; gives it back when there is no room now.
     fn try_send(&mut self, resp: WatchResponse) -> Result<(), WatchResponse>;
+
+    /// Whether a `try_send` could succeed now (a bounded channel: not full). The hub asks it
+    /// before reading history for a stream's behind watchers, so a stalled stream costs no
+    /// history reads; `true` (the default) is always correct, only slower.
+    fn has_room(&self) -> bool {
+        true
+    }
 }
 
 /// Why a create was refused (answered in-band as etcd does: a response with `created` and
