@@ -433,6 +433,7 @@ impl Core {
         if let Some(ev) = install {
             if let LogEvent::InstallSnapshot { index, .. } = &ev {
                 self.delivered = *index;
+                self.status.commit.store(*index, Ordering::Release);
             }
             self.apply.send(ev).await.map_err(|_| stopped())?;
         }

@@ -312,6 +312,27 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// One line per member: id, leader, role, term, commit, applied, installs (for failure messages).
+pub fn describe(ms: &[&Member]) -> String {
+    ms.iter()
+        .map(|m| {
+            let r = m.rec.lock().unwrap();
+            format!(
+                "[m{} leader={} role={:?} term={} commit={} applied={} installs={} dropped={}]",
+                m.id,
+                m.status.leader(),
+                m.status.role(),
+                m.status.term(),
+                m.status.commit(),
+                r.applied,
+                r.installs,
+                r.dropped
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The member every running member agrees leads, if any.
 pub fn agreed_leader(ms: &[&Member]) -> Option<NodeId> {
     let l = ms[0].status.leader();
