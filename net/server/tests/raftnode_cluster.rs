@@ -155,6 +155,19 @@ fn three_members_replicate_survive_leader_loss_and_catch_up_after_restart() {
     });
     let all: Vec<Vec<u8>> = first.into_iter().chain(second).chain(third).collect();
     same_history(&ms.iter().collect::<Vec<_>>(), &all);
+
+    // Leadership moves on request (asked through a follower, which forwards it).
+    let now = agreed_leader(&ms.iter().collect::<Vec<_>>()).expect("a leader");
+    let target = (1..=3u64).find(|&i| i != now).unwrap();
+    let asker = (1..=3u64).find(|&i| i != now && i != target).unwrap();
+    ms[asker as usize - 1]
+        .client(move |c| async move { c.transfer_leader(target) })
+        .join()
+        .unwrap()
+        .expect("queued");
+    wait_for("the transfer", LIMIT, || {
+        agreed_leader(&ms.iter().collect::<Vec<_>>()) == Some(target)
+    });
     for m in &mut ms {
         m.stop().expect("clean stop");
     }

@@ -50,7 +50,6 @@ struct Round {
 }
 
 struct Core {
-    id: NodeId,
     raw: RawNode<MemStorage>,
     store: LogStore,
     transport: Transport,
@@ -121,7 +120,6 @@ pub async fn run(lc: LogCore) -> Result<(), NodeError> {
         apply.send(ev).await.map_err(|_| stopped())?;
     }
     let mut core = Core {
-        id: cfg.id,
         raw,
         store: opened.store,
         transport,
@@ -398,7 +396,10 @@ impl Core {
     }
 
     async fn handle_ready(&mut self) -> Result<(), NodeError> {
-        let rd: Ready = self.raw.ready();
+        let mut rd: Ready = self.raw.ready();
+        // `advance` reads only the snapshot, entries and committed entries: the messages move.
+        let now = std::mem::take(&mut rd.messages);
+        let after = std::mem::take(&mut rd.persisted_messages);
         if let Some(ss) = rd.soft_state {
             let old = self.status.leader.swap(ss.leader_id, Ordering::AcqRel);
             self.status.set_role(ss.role);
@@ -409,11 +410,11 @@ impl Core {
         self.status
             .term
             .store(self.raw.raft().term(), Ordering::Release);
-        self.send_all(rd.messages.clone());
+        self.send_all(now);
         // Durable before acknowledged: a leader counts its own entries only after `advance`,
         // a follower answers only through `persisted_messages` (S5, R1).
         let install = self.store.persist(&rd).await?;
-        self.send_all(rd.persisted_messages.clone());
+        self.send_all(after);
         for e in &rd.committed_entries {
             if e.kind == EntryKind::ConfChange {
                 let cc = ConfChange::decode(&e.data).map_err(|err| {
@@ -451,7 +452,6 @@ impl Core {
                 .map_err(|_| stopped())?;
         }
         self.read_states(read_states);
-        let _ = self.id;
         Ok(())
     }
 }
