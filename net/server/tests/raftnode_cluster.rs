@@ -172,3 +172,44 @@ fn three_members_replicate_survive_leader_loss_and_catch_up_after_restart() {
         m.stop().expect("clean stop");
     }
 }
+
+#[test]
+fn a_stalled_peer_never_blocks_the_others() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let addrs = free_addrs(3);
+    // Member 3 is a socket that accepts connections into its backlog and never reads: the
+    // senders towards it fill the kernel buffers and stall.
+    let _stalled = std::net::TcpListener::bind(addrs[2]).unwrap();
+    let mut ms: Vec<Member> = (1..=2u64)
+        .map(|id| {
+            let cfg = config(id, &addrs, dirs[id as usize - 1].path().to_path_buf());
+            Member::start(cfg, Arc::new(Mutex::new(Recorder::default())))
+        })
+        .collect();
+    wait_for("a leader of two", LIMIT, || {
+        agreed_leader(&ms.iter().collect::<Vec<_>>()).is_some()
+    });
+    let l = agreed_leader(&ms.iter().collect::<Vec<_>>()).unwrap() as usize - 1;
+    // 2,000 payloads of 4 KiB: far more than the stalled socket's buffers hold.
+    let datas: Vec<Vec<u8>> = (0..2000u64)
+        .map(|k| {
+            let mut d = format!("big-{k}-").into_bytes();
+            d.resize(4096, b'x');
+            d
+        })
+        .collect();
+    let rec = ms[l].rec.clone();
+    let d = datas.clone();
+    let missing = ms[l]
+        .client(move |c| async move { propose_all(&c, &rec, d, LIMIT).await })
+        .join()
+        .unwrap();
+    assert_eq!(missing, 0, "every proposal committed");
+    wait_for("both to apply", LIMIT, || {
+        caught_up(&ms.iter().collect::<Vec<_>>())
+    });
+    same_history(&ms.iter().collect::<Vec<_>>(), &datas);
+    for m in &mut ms {
+        m.stop().expect("clean stop");
+    }
+}

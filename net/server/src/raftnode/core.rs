@@ -244,6 +244,18 @@ impl Core {
 
     /// One `propose_batch` for every proposal queued, one `read_index` for every read queued.
     fn flush_inputs(&mut self) {
+        let max = self.store.max_entry_bytes();
+        if self.props.iter().any(|d| d.len() > max) {
+            let (big, ok): (Vec<_>, Vec<_>) = std::mem::take(&mut self.props)
+                .into_iter()
+                .partition(|d| d.len() > max);
+            self.props = ok;
+            self.refused.push(LogEvent::Dropped {
+                proposals: big,
+                conf_change: None,
+                reason: Refusal::Dropped(format!("entry larger than {max} bytes")),
+            });
+        }
         if !self.props.is_empty() {
             let props = std::mem::take(&mut self.props);
             let lag = self
