@@ -113,6 +113,14 @@ fn a_member_behind_the_compacted_log_catches_up_by_snapshot_and_restarts_from_it
     for m in &mut ms {
         m.stop().expect("clean stop");
     }
+    // The member that installed the snapshot also loses its state machine (nothing of it was
+    // durable): its log core must install the stored snapshot payload again, then replay.
+    {
+        let mut r = ms[f].rec.lock().unwrap();
+        r.durable_cap = Some(0);
+        r.crash();
+        assert_eq!(r.applied, 0);
+    }
     drop(ms);
     let mut ms: Vec<Member> = kept.into_iter().map(|(c, r)| Member::start(c, r)).collect();
     wait_for("a leader after the restart", LIMIT, || {
@@ -123,6 +131,10 @@ fn a_member_behind_the_compacted_log_catches_up_by_snapshot_and_restarts_from_it
         settled(&ms.iter().collect::<Vec<_>>())
     });
     check(&ms.iter().collect::<Vec<_>>(), &want);
+    assert!(
+        ms[f].rec.lock().unwrap().installs > installs,
+        "the payload was installed again"
+    );
     for m in &mut ms {
         m.stop().expect("clean stop");
     }

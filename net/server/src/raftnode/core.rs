@@ -136,7 +136,11 @@ pub async fn run(lc: LogCore) -> Result<(), NodeError> {
         reads: Vec::new(),
         refused: Vec::new(),
         rounds: BTreeMap::new(),
-        next_round: 1,
+        // Round ids differ across restarts, so a late answer to a round of an earlier
+        // incarnation cannot confirm a new round with a stale index.
+        next_round: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 | 1),
         ticks: 0,
         delivered: opened.applied,
         snap_inflight: BTreeSet::new(),
@@ -178,7 +182,10 @@ impl Core {
                 self.ticks += 1;
                 self.expire_rounds();
                 // A late executor does not replay missed ticks in a burst.
-                next_tick = (next_tick + tick).max(now);
+                next_tick += tick;
+                if next_tick <= now {
+                    next_tick = now + tick;
+                }
             }
             for ev in self.inbox.drain() {
                 self.handle(ev);
@@ -285,7 +292,7 @@ impl Core {
         if !self.reads.is_empty() {
             let reads = std::mem::take(&mut self.reads);
             let round = self.next_round;
-            self.next_round += 1;
+            self.next_round = self.next_round.wrapping_add(1);
             match self.raw.read_index(round.to_le_bytes().to_vec()) {
                 Ok(()) => {
                     let started = self.ticks;
