@@ -50,6 +50,8 @@ struct Round {
 }
 
 struct Core {
+    stop: super::StopHandle,
+    tick: Duration,
     raw: RawNode<MemStorage>,
     store: LogStore,
     transport: Transport,
@@ -119,7 +121,10 @@ pub async fn run(lc: LogCore) -> Result<(), NodeError> {
     if let Some(ev) = opened.install {
         apply.send(ev).await.map_err(|_| stopped())?;
     }
+    let tick = Duration::from_millis(cfg.tick_ms.max(1));
     let mut core = Core {
+        stop: lc.stop,
+        tick,
         raw,
         store: opened.store,
         transport,
@@ -146,8 +151,7 @@ pub async fn run(lc: LogCore) -> Result<(), NodeError> {
         snap_inflight: BTreeSet::new(),
     };
     core.status.commit.store(opened.applied, Ordering::Release);
-    let tick = Duration::from_millis(cfg.tick_ms.max(1));
-    let r = core.run(tick, &lc.stop).await;
+    let r = core.run().await;
     core.fail_all_reads(Refusal::Stopped);
     core.store.wal().close().await;
     drop(tasks);
@@ -159,10 +163,11 @@ fn stopped() -> NodeError {
 }
 
 impl Core {
-    async fn run(&mut self, tick: Duration, stop: &super::StopHandle) -> Result<(), NodeError> {
+    async fn run(&mut self) -> Result<(), NodeError> {
+        let tick = self.tick;
         let mut next_tick = Instant::now() + tick;
         loop {
-            if stop.requested() {
+            if self.stop.requested() {
                 return Ok(());
             }
             let now = Instant::now();
@@ -192,7 +197,7 @@ impl Core {
             }
             self.flush_inputs();
             for ev in std::mem::take(&mut self.refused) {
-                self.apply.send(ev).await.map_err(|_| stopped())?;
+                self.deliver(ev).await?;
             }
             while self.raw.has_ready() {
                 self.handle_ready().await?;
@@ -206,6 +211,26 @@ impl Core {
                 .maybe_compact(durable, self.snapshot_count, self.catch_up)
                 .await?;
         }
+    }
+
+    /// Hands `ev` to the apply side, waiting while its channel is full (back-pressure), but
+    /// giving up when a stop is requested meanwhile: what was not delivered is in the WAL and
+    /// a restart re-delivers it.
+    async fn deliver(&mut self, ev: LogEvent) -> Result<(), NodeError> {
+        if self.stop.requested() {
+            return Ok(());
+        }
+        let (apply, stop, tick) = (&self.apply, &self.stop, self.tick);
+        futures_lite::future::or(
+            async { apply.send(ev).await.map_err(|_| stopped()) },
+            async {
+                while !stop.requested() {
+                    Timer::new(tick).await;
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -436,9 +461,9 @@ impl Core {
         self.send_all(after);
         for e in &rd.committed_entries {
             if e.kind == EntryKind::ConfChange {
+                // D1: log data is checked before use.
                 let cc = ConfChange::decode(&e.data).map_err(|err| {
                     NodeError::Storage(format!("membership entry {}: {err}", e.index))
-                    // D1
                 })?;
                 let cs = self.raw.apply_conf_change(&cc);
                 self.store.record_conf(e.index, cs);
@@ -455,7 +480,7 @@ impl Core {
                 self.delivered = *index;
                 self.status.commit.store(*index, Ordering::Release);
             }
-            self.apply.send(ev).await.map_err(|_| stopped())?;
+            self.deliver(ev).await?;
         }
         if let Some(last) = committed_entries.last() {
             debug_assert_eq!(
@@ -465,10 +490,7 @@ impl Core {
             );
             self.delivered = last.index;
             self.status.commit.store(last.index, Ordering::Release);
-            self.apply
-                .send(LogEvent::Committed(committed_entries))
-                .await
-                .map_err(|_| stopped())?;
+            self.deliver(LogEvent::Committed(committed_entries)).await?;
         }
         self.read_states(read_states);
         Ok(())
