@@ -5,7 +5,7 @@
 
 mod raftnode_common;
 
-use keel_raft::consensus::Role;
+use keel_raft::consensus::{ConfChange, ConfChangeKind, Role};
 use raftnode_common::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -212,4 +212,53 @@ fn a_stalled_peer_never_blocks_the_others() {
     for m in &mut ms {
         m.stop().expect("clean stop");
     }
+}
+
+#[test]
+fn removing_two_members_lets_the_last_one_commit_alone() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let addrs = free_addrs(3);
+    let mut ms: Vec<Member> = (1..=3u64)
+        .map(|id| {
+            let cfg = config(id, &addrs, dirs[id as usize - 1].path().to_path_buf());
+            Member::start(cfg, Arc::new(Mutex::new(Recorder::default())))
+        })
+        .collect();
+    wait_for("a leader", LIMIT, || {
+        agreed_leader(&ms.iter().collect::<Vec<_>>()).is_some()
+    });
+    let keep = agreed_leader(&ms.iter().collect::<Vec<_>>()).unwrap();
+    let others: Vec<u64> = (1..=3u64).filter(|&i| i != keep).collect();
+    // The bootstrap membership (3 entries) is delivered like any other membership entry.
+    let boot = ms[0].rec.lock().unwrap().confs.len();
+    assert_eq!(boot, 3);
+    for (k, &gone) in others.iter().enumerate() {
+        let cc = ConfChange {
+            kind: ConfChangeKind::RemoveNode,
+            node_id: gone,
+        };
+        let m = &mut ms[keep as usize - 1];
+        m.client(move |c| async move { c.propose_conf_change(cc) })
+            .join()
+            .unwrap()
+            .expect("queued");
+        let rec = m.rec.clone();
+        wait_for("the removal to apply", LIMIT, || {
+            rec.lock().unwrap().confs.len() == boot + k + 1
+        });
+    }
+    for &gone in &others {
+        ms[gone as usize - 1].stop().expect("clean stop");
+    }
+    // Alone but the only voter: it commits without anyone (a 3-member quorum would need 2).
+    let m = &mut ms[keep as usize - 1];
+    let rec = m.rec.clone();
+    let datas: Vec<Vec<u8>> = (0..20).map(|k| format!("solo-{k}").into_bytes()).collect();
+    let d = datas.clone();
+    let missing = m
+        .client(move |c| async move { propose_all(&c, &rec, d, LIMIT).await })
+        .join()
+        .unwrap();
+    assert_eq!(missing, 0, "the last voter commits alone");
+    m.stop().expect("clean stop");
 }

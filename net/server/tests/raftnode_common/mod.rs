@@ -93,6 +93,8 @@ pub struct Recorder {
     pub installs: u64,
     /// Proposals reported dropped.
     pub dropped: u64,
+    /// Applied membership entries `(index, encoded change)`.
+    pub confs: Vec<(u64, Vec<u8>)>,
     /// First index of each payload.
     pub idx: HashMap<Vec<u8>, u64>,
 }
@@ -231,6 +233,9 @@ impl Member {
                                 rec.violations.push(v);
                             }
                             rec.applied = e.index;
+                            if e.kind == EntryKind::ConfChange {
+                                rec.confs.push((e.index, e.data.clone()));
+                            }
                             if e.kind == EntryKind::Normal && !e.data.is_empty() {
                                 rec.push(e.index, e.data);
                             }
