@@ -28,6 +28,21 @@ fn proposals_commit_alone_and_restart_replays_what_was_not_durable() {
         m.status.leader() == 1
     });
 
+    // Garbage on the peer port drops that connection (D1); the member carries on.
+    let junks: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0xff; 64],
+        b"KLRP\x05\0\0\0\0\0\0\0abcde",
+    ];
+    for junk in junks {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addrs[0]).unwrap();
+        s.write_all(junk).unwrap();
+        // The member closes the connection: the read sees the end (or a reset), not a hang.
+        let mut buf = [0u8; 16];
+        assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
+    }
+
     let r = rec.clone();
     let (missing, read) = m
         .client(move |c| async move {

@@ -50,7 +50,8 @@ struct Round {
 }
 
 struct Core {
-    id: NodeId,
+    stop: super::StopHandle,
+    tick: Duration,
     raw: RawNode<MemStorage>,
     store: LogStore,
     transport: Transport,
@@ -120,8 +121,10 @@ pub async fn run(lc: LogCore) -> Result<(), NodeError> {
     if let Some(ev) = opened.install {
         apply.send(ev).await.map_err(|_| stopped())?;
     }
+    let tick = Duration::from_millis(cfg.tick_ms.max(1));
     let mut core = Core {
-        id: cfg.id,
+        stop: lc.stop,
+        tick,
         raw,
         store: opened.store,
         transport,
@@ -138,14 +141,17 @@ pub async fn run(lc: LogCore) -> Result<(), NodeError> {
         reads: Vec::new(),
         refused: Vec::new(),
         rounds: BTreeMap::new(),
-        next_round: 1,
+        // Round ids differ across restarts, so a late answer to a round of an earlier
+        // incarnation cannot confirm a new round with a stale index.
+        next_round: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 | 1),
         ticks: 0,
         delivered: opened.applied,
         snap_inflight: BTreeSet::new(),
     };
     core.status.commit.store(opened.applied, Ordering::Release);
-    let tick = Duration::from_millis(cfg.tick_ms.max(1));
-    let r = core.run(tick, &lc.stop).await;
+    let r = core.run().await;
     core.fail_all_reads(Refusal::Stopped);
     core.store.wal().close().await;
     drop(tasks);
@@ -157,10 +163,11 @@ fn stopped() -> NodeError {
 }
 
 impl Core {
-    async fn run(&mut self, tick: Duration, stop: &super::StopHandle) -> Result<(), NodeError> {
+    async fn run(&mut self) -> Result<(), NodeError> {
+        let tick = self.tick;
         let mut next_tick = Instant::now() + tick;
         loop {
-            if stop.requested() {
+            if self.stop.requested() {
                 return Ok(());
             }
             let now = Instant::now();
@@ -180,14 +187,17 @@ impl Core {
                 self.ticks += 1;
                 self.expire_rounds();
                 // A late executor does not replay missed ticks in a burst.
-                next_tick = (next_tick + tick).max(now);
+                next_tick += tick;
+                if next_tick <= now {
+                    next_tick = now + tick;
+                }
             }
             for ev in self.inbox.drain() {
                 self.handle(ev);
             }
             self.flush_inputs();
             for ev in std::mem::take(&mut self.refused) {
-                self.apply.send(ev).await.map_err(|_| stopped())?;
+                self.deliver(ev).await?;
             }
             while self.raw.has_ready() {
                 self.handle_ready().await?;
@@ -201,6 +211,26 @@ impl Core {
                 .maybe_compact(durable, self.snapshot_count, self.catch_up)
                 .await?;
         }
+    }
+
+    /// Hands `ev` to the apply side, waiting while its channel is full (back-pressure), but
+    /// giving up when a stop is requested meanwhile: what was not delivered is in the WAL and
+    /// a restart re-delivers it.
+    async fn deliver(&mut self, ev: LogEvent) -> Result<(), NodeError> {
+        if self.stop.requested() {
+            return Ok(());
+        }
+        let (apply, stop, tick) = (&self.apply, &self.stop, self.tick);
+        futures_lite::future::or(
+            async { apply.send(ev).await.map_err(|_| stopped()) },
+            async {
+                while !stop.requested() {
+                    Timer::new(tick).await;
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -246,6 +276,18 @@ impl Core {
 
     /// One `propose_batch` for every proposal queued, one `read_index` for every read queued.
     fn flush_inputs(&mut self) {
+        let max = self.store.max_entry_bytes();
+        if self.props.iter().any(|d| d.len() > max) {
+            let (big, ok): (Vec<_>, Vec<_>) = std::mem::take(&mut self.props)
+                .into_iter()
+                .partition(|d| d.len() > max);
+            self.props = ok;
+            self.refused.push(LogEvent::Dropped {
+                proposals: big,
+                conf_change: None,
+                reason: Refusal::Dropped(format!("entry larger than {max} bytes")),
+            });
+        }
         if !self.props.is_empty() {
             let props = std::mem::take(&mut self.props);
             let lag = self
@@ -275,7 +317,7 @@ impl Core {
         if !self.reads.is_empty() {
             let reads = std::mem::take(&mut self.reads);
             let round = self.next_round;
-            self.next_round += 1;
+            self.next_round = self.next_round.wrapping_add(1);
             match self.raw.read_index(round.to_le_bytes().to_vec()) {
                 Ok(()) => {
                     let started = self.ticks;
@@ -398,7 +440,10 @@ impl Core {
     }
 
     async fn handle_ready(&mut self) -> Result<(), NodeError> {
-        let rd: Ready = self.raw.ready();
+        let mut rd: Ready = self.raw.ready();
+        // `advance` reads only the snapshot, entries and committed entries: the messages move.
+        let now = std::mem::take(&mut rd.messages);
+        let after = std::mem::take(&mut rd.persisted_messages);
         if let Some(ss) = rd.soft_state {
             let old = self.status.leader.swap(ss.leader_id, Ordering::AcqRel);
             self.status.set_role(ss.role);
@@ -409,16 +454,16 @@ impl Core {
         self.status
             .term
             .store(self.raw.raft().term(), Ordering::Release);
-        self.send_all(rd.messages.clone());
+        self.send_all(now);
         // Durable before acknowledged: a leader counts its own entries only after `advance`,
         // a follower answers only through `persisted_messages` (S5, R1).
         let install = self.store.persist(&rd).await?;
-        self.send_all(rd.persisted_messages.clone());
+        self.send_all(after);
         for e in &rd.committed_entries {
             if e.kind == EntryKind::ConfChange {
+                // D1: log data is checked before use.
                 let cc = ConfChange::decode(&e.data).map_err(|err| {
                     NodeError::Storage(format!("membership entry {}: {err}", e.index))
-                    // D1
                 })?;
                 let cs = self.raw.apply_conf_change(&cc);
                 self.store.record_conf(e.index, cs);
@@ -433,8 +478,9 @@ impl Core {
         if let Some(ev) = install {
             if let LogEvent::InstallSnapshot { index, .. } = &ev {
                 self.delivered = *index;
+                self.status.commit.store(*index, Ordering::Release);
             }
-            self.apply.send(ev).await.map_err(|_| stopped())?;
+            self.deliver(ev).await?;
         }
         if let Some(last) = committed_entries.last() {
             debug_assert_eq!(
@@ -444,13 +490,9 @@ impl Core {
             );
             self.delivered = last.index;
             self.status.commit.store(last.index, Ordering::Release);
-            self.apply
-                .send(LogEvent::Committed(committed_entries))
-                .await
-                .map_err(|_| stopped())?;
+            self.deliver(LogEvent::Committed(committed_entries)).await?;
         }
         self.read_states(read_states);
-        let _ = self.id;
         Ok(())
     }
 }

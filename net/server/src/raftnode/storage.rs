@@ -185,6 +185,32 @@ async fn remove_older(data_dir: PathBuf, keep: u64) {
         .await
 }
 
+/// WAL bytes of an entry beyond its data (record header 12 + index, term, kind 17), rounded up.
+const ENTRY_OVERHEAD: usize = 32;
+
+/// Splits `entries` into runs of at most `limit` WAL bytes (an entry alone may exceed it only
+/// if the gateway let it through, and then the WAL refuses it).
+fn chunk(entries: &[Entry], limit: usize) -> impl Iterator<Item = &[Entry]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0usize;
+        let mut n = 0;
+        while n < rest.len() {
+            bytes += rest[n].data.len() + ENTRY_OVERHEAD;
+            if n > 0 && bytes > limit {
+                break;
+            }
+            n += 1;
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Some(head)
+    })
+}
+
 fn to_wal(e: &Entry) -> WalEntry {
     WalEntry {
         index: e.index,
@@ -232,6 +258,20 @@ pub struct LogStore {
     /// Membership history: `(index, membership after index)`, ascending; the first item is the
     /// membership at the snapshot.
     confs: Vec<(u64, ConfState)>,
+    /// Bytes per WAL append: within the WAL's group and segment limits.
+    max_append: usize,
+}
+
+/// Bytes per WAL append for `cfg`: a group must fit a segment (less its header block and
+/// checkpoint, hence the half) and records stay under the WAL's 16 MiB payload limit.
+fn max_append(cfg: &NodeConfig) -> usize {
+    let seg = (cfg.wal.segment_size / 2) as usize;
+    // The WAL's record payload limit (16 MiB, `wal::record::MAX_PAYLOAD_LEN`, not exported).
+    const WAL_MAX_PAYLOAD: usize = 16 << 20;
+    cfg.wal
+        .max_group_bytes
+        .min(seg)
+        .clamp(4096, WAL_MAX_PAYLOAD)
 }
 
 impl LogStore {
@@ -263,6 +303,7 @@ impl LogStore {
                 mem: boot,
                 data_dir: cfg.data_dir.clone(),
                 confs: vec![(0, ConfState::default())],
+                max_append: max_append(cfg),
             };
             return Ok(Opened {
                 store,
@@ -378,6 +419,7 @@ impl LogStore {
             mem,
             data_dir: cfg.data_dir.clone(),
             confs,
+            max_append: max_append(cfg),
         };
         Ok(Opened {
             store,
@@ -426,15 +468,35 @@ impl LogStore {
             install = Some(self.persist_received_snapshot(s).await?);
         }
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
-            // One group: entries (a conflicting suffix is truncated by the WAL) + hard state.
-            let ents = rd.entries.iter().map(to_wal).collect();
-            self.wal.append(ents, rd.hard_state.map(to_wal_hs)).await?;
+            // Entries (a conflicting suffix is truncated by the WAL) + hard state, in as few
+            // appends as the WAL's size limits allow (one in the common case), the hard state
+            // with the last; every append is durable before the entries become visible.
+            let mut chunks = chunk(&rd.entries, self.max_append).peekable();
+            if chunks.peek().is_none() {
+                self.wal
+                    .append(Vec::new(), rd.hard_state.map(to_wal_hs))
+                    .await?;
+            }
+            while let Some(c) = chunks.next() {
+                let hs = if chunks.peek().is_none() {
+                    rd.hard_state.map(to_wal_hs)
+                } else {
+                    None
+                };
+                self.wal.append(c.iter().map(to_wal).collect(), hs).await?;
+            }
             self.mem.append(&rd.entries);
             if let Some(hs) = rd.hard_state {
                 self.mem.set_hard_state(hs);
             }
         }
         Ok(install)
+    }
+
+    /// The largest entry payload the WAL accepts under this configuration: proposals above it
+    /// are refused at the gateway rather than failing the WAL.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_append.saturating_sub(ENTRY_OVERHEAD)
     }
 
     async fn persist_received_snapshot(&mut self, s: &Snapshot) -> Result<LogEvent, NodeError> {
@@ -527,6 +589,28 @@ impl LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_respect_the_byte_limit_and_cover_every_entry_in_order() {
+        let es: Vec<Entry> = (1..=50u64)
+            .map(|i| Entry {
+                index: i,
+                term: 1,
+                kind: EntryKind::Normal,
+                data: vec![0; (i as usize * 37) % 300],
+            })
+            .collect();
+        for limit in [1, 64, 500, 4096, usize::MAX] {
+            let cs: Vec<&[Entry]> = chunk(&es, limit).collect();
+            let flat: Vec<Entry> = cs.iter().flat_map(|c| c.iter().cloned()).collect();
+            assert_eq!(flat, es);
+            for c in &cs {
+                let bytes: usize = c.iter().map(|e| e.data.len() + ENTRY_OVERHEAD).sum();
+                assert!(c.len() == 1 || bytes <= limit, "chunk of {bytes} > {limit}");
+            }
+        }
+        assert_eq!(chunk(&[], 10).count(), 0);
+    }
 
     #[test]
     fn meta_round_trips_and_refuses_damage() {

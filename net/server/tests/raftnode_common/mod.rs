@@ -93,6 +93,8 @@ pub struct Recorder {
     pub installs: u64,
     /// Proposals reported dropped.
     pub dropped: u64,
+    /// Applied membership entries `(index, encoded change)`.
+    pub confs: Vec<(u64, Vec<u8>)>,
     /// First index of each payload.
     pub idx: HashMap<Vec<u8>, u64>,
 }
@@ -231,6 +233,9 @@ impl Member {
                                 rec.violations.push(v);
                             }
                             rec.applied = e.index;
+                            if e.kind == EntryKind::ConfChange {
+                                rec.confs.push((e.index, e.data.clone()));
+                            }
                             if e.kind == EntryKind::Normal && !e.data.is_empty() {
                                 rec.push(e.index, e.data);
                             }
@@ -310,6 +315,27 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         std::thread::yield_now();
         std::thread::park_timeout(Duration::from_millis(2));
     }
+}
+
+/// One line per member: id, leader, role, term, commit, applied, installs (for failure messages).
+pub fn describe(ms: &[&Member]) -> String {
+    ms.iter()
+        .map(|m| {
+            let r = m.rec.lock().unwrap();
+            format!(
+                "[m{} leader={} role={:?} term={} commit={} applied={} installs={} dropped={}]",
+                m.id,
+                m.status.leader(),
+                m.status.role(),
+                m.status.term(),
+                m.status.commit(),
+                r.applied,
+                r.installs,
+                r.dropped
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The member every running member agrees leads, if any.
