@@ -97,6 +97,10 @@ impl WatchSink for ConnSink {
             }
         }
     }
+
+    fn has_room(&self) -> bool {
+        self.credit.load(Ordering::Acquire) < WATCH_CREDIT
+    }
 }
 
 struct State {
