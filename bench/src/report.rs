@@ -182,8 +182,12 @@ impl Report {
             .collect();
         let mut counts = vec![0u64; bounds.len()];
         for v in r.hist.iter_recorded() {
-            // The histogram's bucket value may sit a little above the exact maximum: clamp.
-            let x = v.value_iterated_to().min(hi);
+            // An HDR bucket stands for values within 0.1% of each other: take its lowest
+            // value, clamped to the exact extremes so the fastest sample lands in bucket 0.
+            let x = r
+                .hist
+                .lowest_equivalent(v.value_iterated_to())
+                .clamp(lo, hi);
             let i = bounds.partition_point(|&b| b < x).min(bounds.len() - 1);
             counts[i] += v.count_since_last_iteration();
         }
