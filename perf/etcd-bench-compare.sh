@@ -3,7 +3,9 @@
 #   perf/etcd-bench-compare.sh [workdir]        (default: a fresh mktemp -d; prints markdown)
 # Starts one etcd (free loopback ports, data in the workdir), then for each case runs etcd's tool
 # and keel-bench alternately (A B A B A B: ROUNDS rounds each), and prints a table of requests/s:
-# the median of each tool's rounds and the ratio keel-bench / etcd tool (the goal is >= 0.90).
+# the median of each tool's rounds, the ratio keel-bench / etcd tool (the goal is >= 0.90), the
+# ratio of each adjacent A/B pair (less exposed to drifting machine load) and each tool's client
+# CPU time per request (user + sys, from bash's `time`).
 # Cases: put 1 conn/1 client and 10 conns/100 clients (8-byte keys, 256-byte values), range
 # linearizable and serializable at 10/100 (one 8-byte key holding 256 bytes). Each case's --total
 # is calibrated from a short run of etcd's tool so that one run lasts about SECS seconds.
@@ -57,6 +59,7 @@ echo "Machine: $(nproc) CPUs, load average at start: $(cut -d' ' -f1-3 /proc/loa
 echo "Each case: etcd's tool (A) and keel-bench (B) alternately, A B x $ROUNDS, ~${SECS} s per run."
 echo
 
+TIMEFORMAT='%U %S'
 declare -a ROWS
 run_case() { # name, conns, clients, subcommand and flags (shared by both tools)
   local name=$1 conns=$2 clients=$3; shift 3
@@ -66,19 +69,23 @@ run_case() { # name, conns, clients, subcommand and flags (shared by both tools)
     --total=$((clients * 20 + 500)) >"$W/calib.txt" 2>&1
   local total
   total=$(awk -v r="$(rps "$W/calib.txt")" -v s="$SECS" 'BEGIN {t=int(r*s); print (t<1000?1000:t)}')
-  local -a a=() b=()
+  local -a a=() b=() ratios=() ca=() cb=()
   for r in $(seq "$ROUNDS"); do
     local fa="$W/$name-etcd-$r.txt" fb="$W/$name-keel-$r.txt"
-    "$ETCD_BENCH" --endpoints="$EP" --conns="$conns" --clients="$clients" "${args[@]}" \
-      --total="$total" >"$fa" 2>&1
-    "$KEEL_BENCH" --endpoints="$EP" --conns="$conns" --clients="$clients" "${args[@]}" \
-      --total="$total" >"$fb" 2>&1
+    # Client CPU (user + sys seconds) of each tool, from bash's time builtin.
+    { time "$ETCD_BENCH" --endpoints="$EP" --conns="$conns" --clients="$clients" "${args[@]}" \
+        --total="$total" >"$fa" 2>&1; } 2>"$fa.cpu"
+    { time "$KEEL_BENCH" --endpoints="$EP" --conns="$conns" --clients="$clients" "${args[@]}" \
+        --total="$total" >"$fb" 2>&1; } 2>"$fb.cpu"
     a+=("$(rps "$fa")"); b+=("$(rps "$fb")")
+    ratios+=("$(awk -v x="$(rps "$fb")" -v y="$(rps "$fa")" 'BEGIN {printf "%.3f", x/y}')")
+    ca+=("$(awk -v t="$total" '{printf "%.1f", ($1+$2)*1e6/t}' "$fa.cpu")")
+    cb+=("$(awk -v t="$total" '{printf "%.1f", ($1+$2)*1e6/t}' "$fb.cpu")")
     echo "  $name round $r: etcd tool $(rps "$fa") req/s, keel-bench $(rps "$fb") req/s" >&2
   done
   local ma mb
   ma=$(median "${a[@]}"); mb=$(median "${b[@]}")
-  ROWS+=("| $name | $conns/$clients | $total | ${a[*]} | ${b[*]} | $ma | $mb | $(awk -v x="$mb" -v y="$ma" 'BEGIN {printf "%.2f", x/y}') |")
+  ROWS+=("| $name | $conns/$clients | $total | ${a[*]} | ${b[*]} | $ma | $mb | $(awk -v x="$mb" -v y="$ma" 'BEGIN {printf "%.2f", x/y}') | ${ratios[*]} | $(median "${ratios[@]}") | $(median "${ca[@]}") | $(median "${cb[@]}") |")
 }
 
 run_case put-1x1 1 1 put --key-size=8 --val-size=256
@@ -86,8 +93,8 @@ run_case put-10x100 10 100 put --key-size=8 --val-size=256
 run_case range-l-10x100 10 100 range rangekey --consistency=l
 run_case range-s-10x100 10 100 range rangekey --consistency=s
 
-echo "| case | conns/clients | total | etcd tool req/s (rounds) | keel-bench req/s (rounds) | etcd tool median | keel-bench median | ratio |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| case | conns/clients | total | etcd tool req/s (rounds) | keel-bench req/s (rounds) | etcd tool median | keel-bench median | ratio of medians | paired ratios (B/A per round) | median paired ratio | etcd tool client CPU µs/req | keel-bench client CPU µs/req |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "Load average at end: $(cut -d' ' -f1-3 /proc/loadavg). Raw outputs: $W."
