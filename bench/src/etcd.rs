@@ -7,7 +7,12 @@
 use etcd_client::{
     Client, GetOptions, Txn, TxnOp as EtcdTxnOp, WatchOptions, WatchResponse, WatchStream,
 };
-use tonic::transport::Endpoint;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Endpoint, Uri};
 
 use crate::target::{
     BenchClient, BenchError, BenchWatch, ConnectSpec, Consistency, RangeSpec, Target, TxnOp,
@@ -15,8 +20,45 @@ use crate::target::{
 };
 
 /// etcd over gRPC.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Etcd;
+#[derive(Debug, Clone, Copy)]
+pub struct Etcd {
+    /// Connect through [`crate::coalesce`] (writes batched by a writer task per connection, as
+    /// etcd's Go tool does) rather than tonic's plain TCP connector.
+    pub coalesce_writes: bool,
+}
+
+impl Default for Etcd {
+    fn default() -> Self {
+        Self {
+            coalesce_writes: true,
+        }
+    }
+}
+
+/// Hands tonic a [`crate::coalesce::CoalescedStream`] for each connection it opens.
+#[derive(Debug, Clone, Copy)]
+struct CoalescingConnector;
+
+impl tower_service::Service<Uri> for CoalescingConnector {
+    type Response = TokioIo<crate::coalesce::CoalescedStream>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(async move {
+            let host = uri.host().unwrap_or("127.0.0.1").to_owned();
+            let port = uri.port_u16().unwrap_or(80);
+            Ok(TokioIo::new(
+                crate::coalesce::connect(&format!("{host}:{port}")).await?,
+            ))
+        })
+    }
+}
 
 /// One client: a handle sharing one of the run's HTTP/2 connections.
 #[derive(Clone)]
@@ -53,11 +95,13 @@ impl Target for Etcd {
         let mut conns = Vec::with_capacity(spec.conns);
         for i in 0..spec.conns {
             let ep = &spec.endpoints[i % spec.endpoints.len()];
-            let channel = Endpoint::from_shared(url(ep))
-                .map_err(err)?
-                .connect()
-                .await
-                .map_err(|e| BenchError(format!("connect {ep}: {e}")))?;
+            let endpoint = Endpoint::from_shared(url(ep)).map_err(err)?;
+            let channel = if self.coalesce_writes {
+                endpoint.connect_with_connector(CoalescingConnector).await
+            } else {
+                endpoint.connect().await
+            }
+            .map_err(|e| BenchError(format!("connect {ep}: {e}")))?;
             conns.push(channel);
         }
         let mut clients = Vec::with_capacity(spec.clients);

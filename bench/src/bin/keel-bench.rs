@@ -42,6 +42,10 @@ struct Cli {
     /// Tokio worker threads; 0 = one per CPU (Go's default GOMAXPROCS, as etcd's tool runs).
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
+    /// etcd target: let tonic write every HTTP/2 frame batch itself (one syscall each) instead
+    /// of coalescing a connection's writes in a writer task (the default, like etcd's Go tool).
+    #[arg(long, global = true)]
+    plain_writes: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -242,7 +246,15 @@ fn main() {
         .expect("cannot build the tokio runtime");
     let outcome = rt.block_on(async {
         match TargetKind::parse(&cli.target)? {
-            TargetKind::Etcd => run(&cli, Etcd).await,
+            TargetKind::Etcd => {
+                run(
+                    &cli,
+                    Etcd {
+                        coalesce_writes: !cli.plain_writes,
+                    },
+                )
+                .await
+            }
             TargetKind::Keel => Err(keel_not_built()),
         }
     });
