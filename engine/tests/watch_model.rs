@@ -17,7 +17,7 @@
 //! watcher replay from exactly the compaction revision, whose deletions may be physically gone.
 //!
 //! Knobs: `KEEL_WATCH_SEED` (replay; a failure prints the seed), `KEEL_WATCH_STEPS` (write
-//! batches, default 1,500).
+//! batches, default 4,000).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -121,7 +121,7 @@ fn every_watcher_gets_exactly_its_events() {
             .expect("clock")
             .as_nanos() as u64
     });
-    let steps = env_u64("KEEL_WATCH_STEPS").unwrap_or(1500);
+    let steps = env_u64("KEEL_WATCH_STEPS").unwrap_or(4000);
     eprintln!("watch_model: seed {seed} (replay: KEEL_WATCH_SEED={seed}), {steps} steps");
     let result = std::panic::catch_unwind(|| run(seed, steps));
     if let Err(e) = result {
