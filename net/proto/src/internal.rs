@@ -13,7 +13,7 @@ use crate::codec::{access_archive, to_archive, AlignedBytes};
 use crate::error::ProtoError;
 use crate::messages::{
     AlarmRequest, CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
-    PutRequest, TxnRequest,
+    MemberPromoteRequest, MemberRemoveRequest, MemberUpdateRequest, PutRequest, TxnRequest,
 };
 
 /// Envelope magic.
@@ -51,6 +51,33 @@ pub struct LeaseCheckpointRequest {
     pub checkpoints: Vec<LeaseCheckpoint>,
 }
 
+/// Cluster.MemberAdd as an entry: the new member's id (chosen by the proposing member) and
+/// metadata. Applying it records the member; the proposer then proposes the Raft membership
+/// change itself.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct MemberAddEntry {
+    /// The new member's id.
+    pub id: u64,
+    /// Its peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Added as a learner (non-voting) member.
+    pub is_learner: bool,
+}
+
+/// A member's name and client URLs, published by the member itself after it starts (etcd's
+/// publish), so every member can list them.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct MemberAttrsEntry {
+    /// The member.
+    pub id: u64,
+    /// Its `--name`.
+    pub name: String,
+    /// Its advertised client URLs.
+    pub client_urls: Vec<String>,
+}
+
 /// What the entry asks the apply core to do.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
@@ -71,6 +98,16 @@ pub enum InternalBody {
     LeaseCheckpoint(LeaseCheckpointRequest),
     /// Maintenance.Alarm (activate/deactivate go through consensus).
     Alarm(AlarmRequest),
+    /// Cluster.MemberAdd.
+    MemberAdd(MemberAddEntry),
+    /// Cluster.MemberRemove (the Raft membership change follows).
+    MemberRemove(MemberRemoveRequest),
+    /// Cluster.MemberUpdate (peer URLs).
+    MemberUpdate(MemberUpdateRequest),
+    /// Cluster.MemberPromote (the Raft membership change follows).
+    MemberPromote(MemberPromoteRequest),
+    /// A member's name and client URLs.
+    MemberAttrs(MemberAttrsEntry),
 }
 
 /// etcd's `InternalRaftRequest`: one client write as it travels through the Raft log.

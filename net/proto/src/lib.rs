@@ -74,6 +74,9 @@ pub use error::{ErrorCode, ErrorResponse, GrpcCode, ProtoError};
 pub use frame::{
     decode_frame, encode_frame, Decoded, Frame, FrameDecoder, FrameHeader, FLAG_MORE, HEADER_LEN,
 };
-pub use internal::{ArchivedInternalRequest, InternalBody, InternalHeader, InternalRequest};
+pub use internal::{
+    ArchivedInternalRequest, InternalBody, InternalHeader, InternalRequest, MemberAddEntry,
+    MemberAttrsEntry,
+};
 pub use messages::*;
 pub use opcode::{Method, Opcode};
