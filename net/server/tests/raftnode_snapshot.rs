@@ -28,24 +28,7 @@ fn settled(ms: &[&Member]) -> bool {
 }
 
 fn check(ms: &[&Member], want: &[Vec<u8>]) {
-    let d0 = ms[0].rec.lock().unwrap().datas();
-    for m in ms {
-        let r = m.rec.lock().unwrap();
-        assert!(
-            r.violations.is_empty(),
-            "member {}: {:?}",
-            m.id,
-            r.violations
-        );
-        assert_eq!(r.datas(), d0, "member {} applied a different history", m.id);
-        for w in want {
-            assert!(
-                r.index_of(w).is_some(),
-                "member {} lacks a committed write",
-                m.id
-            );
-        }
-    }
+    check_same_history(ms, want);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The log core (DESIGN.md §2, §3): one glommio task that owns the Raft state machine
-//! ([`RawNode`]), the WAL and the peer transport, and drives the Ready/advance cycle.
+//! ([`keel_raft::consensus::RawNode`]), the WAL and the peer transport, and drives the Ready/advance cycle.
 //!
 //! Owns: the Raft log storage over the WAL ([`storage`]), the peer wire format ([`frame`]), the TCP
 //! peer transport ([`transport`]), the loop ([`core`]) and the channels through which the apply
@@ -24,6 +24,10 @@
 //! // on a client executor:  let c = client.connect().await;
 //! ```
 //!
+//! Every port is one end of a glommio `shared_channel` (SPSC, bounded, lock-free): connect each
+//! port on exactly one executor, and give every client executor its own `ClientPort`. `run`
+//! waits for the apply side to connect; client ports may connect later (or never).
+//!
 //! - **Propose**: `c.propose(data)` (non-blocking). `Err(Refusal::TooManyRequests)` when the
 //!   producer's bounded channel is full (etcd's "too many requests"), `Err(Refusal::Stopped)`
 //!   when the log core is gone. Proposals are batched: the loop takes everything queued and
@@ -31,8 +35,11 @@
 //!   (Raft's `Propose` message); a proposal the Raft core refuses on this member (no leader, a
 //!   leader transfer in progress, the apply side too far behind: committed − applied >
 //!   `max_apply_lag`) comes back to the apply side as [`LogEvent::Dropped`] so it can fail the
-//!   waiter at once. A forwarded proposal lost on the network is not reported: the client core's
-//!   request timeout covers it (as in etcd).
+//!   waiter at once. A proposal larger than the WAL's largest append is refused the same way.
+//!   A forwarded proposal lost on the network is not reported: the client core's request
+//!   timeout covers it (as in etcd). Forwarding was chosen over a `NotLeader` refusal so a
+//!   client may write through any member (DESIGN.md §3); [`LogStatus::leader`] gives the hint
+//!   for a client that prefers to go to the leader itself.
 //! - **Committed entries** arrive on the apply executor in log order: `a.next().await` yields
 //!   [`LogEvent::Committed`] batches (index-contiguous across batches),
 //!   [`LogEvent::InstallSnapshot`] (replace the state machine from a file, then continue with
@@ -53,7 +60,10 @@
 //!   error.
 //! - **Membership and leadership**: `c.propose_conf_change(ConfChange)` and
 //!   `c.transfer_leader(id)`; the outcome is observed through the log (the conf-change entry is
-//!   delivered as committed) and [`LogStatus`].
+//!   delivered as committed; a change the Raft core refuses comes back as
+//!   [`LogEvent::Dropped`] with `conf_change` set) and [`LogStatus`]. Peer addresses are the
+//!   static `NodeConfig::peers`: removing members works, adding one needs its address in every
+//!   member's configuration (no address book travels with the change yet).
 //! - **Snapshots**: the log core compacts its log once `durable - snapshot_index >
 //!   snapshot_count`, keeping `catch_up_entries` entries for slow followers. When a follower
 //!   needs a snapshot, the leader's log core asks the [`SnapshotSource`] (on glommio's blocking
@@ -61,7 +71,9 @@
 //!   frame (at most [`frame::MAX_FRAME`] bytes: chunked streaming is not built). The follower's
 //!   log core writes the payload to `<data_dir>/snap/<index>.snap` with a CRC32C, syncs it,
 //!   records the snapshot in the WAL, and delivers [`LogEvent::InstallSnapshot`] with the path.
-//! - **Stop**: `stop.stop()`; `run` returns within one tick, after closing the WAL.
+//! - **Stop**: `stop.stop()`; `run` returns within about one tick (also when blocked on a full
+//!   apply channel: undelivered entries are in the WAL and re-delivered on restart), after
+//!   closing the WAL. A WAL failure stops the log core with [`NodeError`] (D2).
 //!
 //! All I/O, clocks and threads live here; the Raft core stays pure (DESIGN.md §7).
 

@@ -378,3 +378,36 @@ pub async fn propose_all(
     }
     left.len()
 }
+
+/// Checks that every member applied the same entries at the same indexes (compared up to the
+/// lowest applied index, under all locks at once, since late duplicates of re-proposed writes
+/// may still be applying), that none saw an apply-order violation, and that each holds every
+/// payload in `want`.
+pub fn check_same_history(ms: &[&Member], want: &[Vec<u8>]) {
+    let recs: Vec<_> = ms.iter().map(|m| m.rec.lock().unwrap()).collect();
+    let low = recs.iter().map(|r| r.applied).min().unwrap();
+    let upto = |r: &Recorder| -> Vec<(u64, Vec<u8>)> {
+        r.log.iter().filter(|(i, _)| *i <= low).cloned().collect()
+    };
+    let first = upto(&recs[0]);
+    for (m, r) in ms.iter().zip(&recs) {
+        assert!(
+            r.violations.is_empty(),
+            "member {}: {:?}",
+            m.id,
+            r.violations
+        );
+        assert!(
+            upto(r) == first,
+            "member {} applied a different history up to {low}",
+            m.id
+        );
+        for w in want {
+            assert!(
+                r.index_of(w).is_some(),
+                "member {} lacks a committed write",
+                m.id
+            );
+        }
+    }
+}
