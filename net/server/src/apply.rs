@@ -24,8 +24,11 @@ use keel_proto as p;
 use keel_raft::consensus::{EntryKind, Role};
 
 use crate::convert::{self, HeaderCtx};
+use crate::members::{self, MemberRec};
 use crate::msg::{core_of, ConnId, Query, Reply, ToApply, ToClient};
-use crate::raftnode::{ApplyHandle, ClientHandle, LogEvent, LogStatus};
+use crate::raftnode::{ApplyHandle, ClientHandle, LogEvent, LogStatus, PeerBook};
+use keel_raft::consensus::{ConfChange, ConfChangeKind};
+use std::collections::BTreeMap;
 
 /// Watch responses a connection may have outstanding (handed over, not yet written) before
 /// its watchers fall back to catching up from the store (etcd's victim handling).
@@ -45,6 +48,22 @@ pub struct ApplyConfig {
     pub lessor_cfg: keel_engine::lease::LessorConfig,
     pub auto_compaction: Option<AutoCompaction>,
     pub max_response_bytes: usize,
+    /// This member's name and client URLs (published to the cluster after start).
+    pub name: String,
+    pub client_urls: Vec<String>,
+    /// The initial cluster from the configuration: (id, name, peer URLs). Members created by
+    /// the bootstrap membership entries take their metadata from here.
+    pub initial: Vec<(u64, String, Vec<String>)>,
+    /// Peer addresses for the transport; updated when members are added, changed or removed.
+    pub peer_book: PeerBook,
+}
+
+/// A membership request of this member waiting for its Raft change to be applied.
+#[derive(Clone, Copy, Debug)]
+enum ConfOp {
+    Add,
+    Remove,
+    Promote,
 }
 
 /// A connection's watch stream: responses go to its client core, bounded by `credit`.
@@ -118,6 +137,11 @@ struct State {
     leader: bool,
     /// Fatal error: the member stops applying (D2).
     failed: Option<String>,
+    members: BTreeMap<u64, MemberRec>,
+    /// node id → (waiter, what it asked) for this member's membership requests.
+    conf_waiters: HashMap<u64, (u64, ConfOp)>,
+    /// Whether this member's name and client URLs are recorded.
+    published: bool,
 }
 
 impl State {
@@ -167,8 +191,11 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
             max_response_bytes: cfg.max_response_bytes,
         },
     );
+    let members = members::load(&read)?;
     drop(read);
+    publish_addresses(&cfg.peer_book, &members);
     let autocompactor = cfg.auto_compaction.map(AutoCompactor::new);
+    let cfg_member_id = cfg.member_id;
     let st = Rc::new(RefCell::new(State {
         cfg,
         lessor,
@@ -182,6 +209,11 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
         epoch: Instant::now(),
         leader: false,
         failed: None,
+        published: members
+            .get(&cfg_member_id)
+            .is_some_and(|m| !m.name.is_empty() || !m.client_urls.is_empty()),
+        members,
+        conf_waiters: HashMap::new(),
     }));
     let ApplyIo {
         log,
@@ -235,8 +267,19 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
         let r = match ev {
             LogEvent::Committed(entries) => apply_entries(&st, &io, entries).await,
             LogEvent::Dropped {
-                proposals, reason, ..
+                proposals,
+                reason,
+                conf_change,
             } => {
+                if let Some(cc) = conf_change {
+                    let waiter = st.borrow_mut().conf_waiters.remove(&cc.node_id);
+                    if let Some((seq, _)) = waiter {
+                        let mut replies: Vec<Vec<Reply>> =
+                            (0..io.to_clients.len()).map(|_| Vec::new()).collect();
+                        route(&mut replies, seq, Err(refusal_error(&reason)));
+                        send_replies(&io, replies, None).await;
+                    }
+                }
                 fail_dropped(&st, &io, proposals, &reason).await;
                 Ok(())
             }
@@ -353,8 +396,194 @@ fn apply_one(
             Ok(p::Response::LeaseLeases(p::LeaseLeasesResponse::default()))
         }
         p::InternalBody::Alarm(a) => Ok(p::Response::Alarm(apply_alarm(s, w, h, a)?)),
+        p::InternalBody::MemberAdd(_)
+        | p::InternalBody::MemberRemove(_)
+        | p::InternalBody::MemberUpdate(_)
+        | p::InternalBody::MemberPromote(_)
+        | p::InternalBody::MemberAttrs(_) => {
+            unreachable!("membership entries are applied by apply_member")
+        }
     };
     Ok(r)
+}
+
+fn publish_addresses(book: &PeerBook, members: &BTreeMap<u64, MemberRec>) {
+    let mut b = book.write().unwrap_or_else(|e| e.into_inner());
+    for (id, m) in members {
+        if let Some(addr) = m
+            .peer_urls
+            .first()
+            .and_then(|u| crate::config::url_addr(u).ok())
+        {
+            b.insert(*id, addr);
+        }
+    }
+}
+
+/// Applies a membership entry. `Ok(None)`: the answer waits for the Raft change that this
+/// member (the proposer) proposes now.
+fn apply_member(
+    s: &mut State,
+    w: &mut KvWrite<'_>,
+    h: &HeaderCtx,
+    body: p::InternalBody,
+    proposer: Option<(&ClientHandle, u64)>,
+) -> Result<Option<Result<p::Response, p::ErrorResponse>>, String> {
+    let err = |c| Ok(Some(Err(p::ErrorResponse::new(c))));
+    let propose = |s: &mut State, kind: ConfChangeKind, id: u64, op: ConfOp| {
+        let Some((proposer, seq)) = proposer else {
+            return Ok(Some(Ok(p::Response::MemberList(
+                p::MemberListResponse::default(),
+            ))));
+        };
+        match proposer.propose_conf_change(ConfChange { kind, node_id: id }) {
+            Ok(()) => {
+                s.conf_waiters.insert(id, (seq, op));
+                Ok(None)
+            }
+            Err(r) => Ok(Some(Err(refusal_error(&r)))),
+        }
+    };
+    match body {
+        p::InternalBody::MemberAdd(a) => {
+            if s.members.contains_key(&a.id) {
+                return err(p::ErrorCode::MemberExist);
+            }
+            if a.peer_urls.is_empty()
+                || a.peer_urls
+                    .iter()
+                    .any(|u| crate::config::url_addr(u).is_err())
+            {
+                return err(p::ErrorCode::MemberBadUrls);
+            }
+            if s.members
+                .values()
+                .any(|m| m.peer_urls.iter().any(|u| a.peer_urls.contains(u)))
+            {
+                return err(p::ErrorCode::PeerUrlExist);
+            }
+            let rec = MemberRec {
+                peer_urls: a.peer_urls,
+                is_learner: a.is_learner,
+                ..MemberRec::default()
+            };
+            members::store(w, a.id, &rec)?;
+            s.members.insert(a.id, rec);
+            publish_addresses(&s.cfg.peer_book, &s.members);
+            let kind = if a.is_learner {
+                ConfChangeKind::AddLearner
+            } else {
+                ConfChangeKind::AddVoter
+            };
+            propose(s, kind, a.id, ConfOp::Add)
+        }
+        p::InternalBody::MemberRemove(r) => {
+            if !s.members.contains_key(&r.id) {
+                return err(p::ErrorCode::MemberNotFound);
+            }
+            propose(s, ConfChangeKind::RemoveNode, r.id, ConfOp::Remove)
+        }
+        p::InternalBody::MemberPromote(r) => match s.members.get(&r.id) {
+            None => err(p::ErrorCode::MemberNotFound),
+            Some(m) if !m.is_learner => err(p::ErrorCode::MemberNotLearner),
+            Some(_) => propose(s, ConfChangeKind::AddVoter, r.id, ConfOp::Promote),
+        },
+        p::InternalBody::MemberUpdate(u) => {
+            let Some(mut rec) = s.members.get(&u.id).cloned() else {
+                return err(p::ErrorCode::MemberNotFound);
+            };
+            if u.peer_urls.is_empty()
+                || u.peer_urls
+                    .iter()
+                    .any(|x| crate::config::url_addr(x).is_err())
+            {
+                return err(p::ErrorCode::MemberBadUrls);
+            }
+            rec.peer_urls = u.peer_urls;
+            members::store(w, u.id, &rec)?;
+            s.members.insert(u.id, rec);
+            publish_addresses(&s.cfg.peer_book, &s.members);
+            Ok(Some(Ok(p::Response::MemberUpdate(
+                p::MemberUpdateResponse {
+                    header: h.header(0),
+                    members: members::to_proto(&s.members),
+                },
+            ))))
+        }
+        p::InternalBody::MemberAttrs(a) => {
+            if let Some(mut rec) = s.members.get(&a.id).cloned() {
+                rec.name = a.name;
+                rec.client_urls = a.client_urls;
+                members::store(w, a.id, &rec)?;
+                s.members.insert(a.id, rec);
+            }
+            if a.id == s.cfg.member_id {
+                s.published = true;
+            }
+            Ok(Some(Ok(p::Response::MemberList(
+                p::MemberListResponse::default(),
+            ))))
+        }
+        _ => unreachable!("not a membership entry"),
+    }
+}
+
+/// Applies a Raft membership change entry to the member records; answers this member's
+/// request that waited for it.
+fn apply_conf_change(
+    s: &mut State,
+    w: &mut KvWrite<'_>,
+    h: &HeaderCtx,
+    cc: ConfChange,
+    replies: &mut [Vec<Reply>],
+) -> Result<(), String> {
+    let id = cc.node_id;
+    match cc.kind {
+        ConfChangeKind::AddVoter | ConfChangeKind::AddLearner => {
+            let mut rec = s.members.get(&id).cloned().unwrap_or_else(|| {
+                // A bootstrap member: its metadata comes from the initial cluster.
+                let init = s.cfg.initial.iter().find(|(i, _, _)| *i == id);
+                MemberRec {
+                    name: init.map(|i| i.1.clone()).unwrap_or_default(),
+                    peer_urls: init.map(|i| i.2.clone()).unwrap_or_default(),
+                    ..MemberRec::default()
+                }
+            });
+            rec.is_learner = cc.kind == ConfChangeKind::AddLearner;
+            members::store(w, id, &rec)?;
+            s.members.insert(id, rec);
+            publish_addresses(&s.cfg.peer_book, &s.members);
+        }
+        ConfChangeKind::RemoveNode => {
+            members::remove(w, id)?;
+            s.members.remove(&id);
+            s.cfg
+                .peer_book
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        }
+    }
+    if let Some((seq, op)) = s.conf_waiters.remove(&id) {
+        let list = members::to_proto(&s.members);
+        let resp = match op {
+            ConfOp::Add => p::Response::MemberAdd(p::MemberAddResponse {
+                header: h.header(0),
+                member: s.members.get(&id).map(|m| m.to_proto(id)),
+                members: list,
+            }),
+            ConfOp::Remove => p::Response::MemberRemove(p::MemberRemoveResponse {
+                header: h.header(0),
+                members: list,
+            }),
+            ConfOp::Promote => p::Response::MemberPromote(p::MemberPromoteResponse {
+                header: h.header(0),
+                members: list,
+            }),
+        };
+        route(replies, seq, Ok(resp));
+    }
+    Ok(())
 }
 
 fn apply_alarm(
@@ -405,7 +634,18 @@ async fn apply_entries(
         w.set_lease_check(s.lessor.lease_check());
         let mut events: Vec<Event> = Vec::new();
         for e in entries {
-            if e.index <= s.applied || e.kind != EntryKind::Normal || e.data.is_empty() {
+            if e.index <= s.applied {
+                continue;
+            }
+            if e.kind == EntryKind::ConfChange {
+                match ConfChange::decode(&e.data) {
+                    Ok(cc) => apply_conf_change(s, &mut w, &h, cc, &mut replies)?,
+                    // The log core already applied it to Raft; it decoded there (D1).
+                    Err(err) => return Err(format!("conf change at {}: {err}", e.index)),
+                }
+                continue;
+            }
+            if e.kind != EntryKind::Normal || e.data.is_empty() {
                 continue;
             }
             let req = match p::InternalRequest::decode(&e.data) {
@@ -421,6 +661,22 @@ async fn apply_entries(
             let id = req.header.id;
             let mine = req.header.member_id == s.cfg.member_id;
             let physical = matches!(&req.body, p::InternalBody::Compaction(c) if c.physical);
+            if matches!(
+                req.body,
+                p::InternalBody::MemberAdd(_)
+                    | p::InternalBody::MemberRemove(_)
+                    | p::InternalBody::MemberUpdate(_)
+                    | p::InternalBody::MemberPromote(_)
+                    | p::InternalBody::MemberAttrs(_)
+            ) {
+                let proposer = mine.then_some((&io.proposer, id));
+                if let Some(resp) = apply_member(s, &mut w, &h, req.body, proposer)? {
+                    if mine {
+                        route(&mut replies, id, resp);
+                    }
+                }
+                continue;
+            }
             let resp = apply_one(s, &mut w, &h, req, e.index)?;
             let evs = w.take_events();
             s.lessor.observe(&evs);
@@ -519,6 +775,10 @@ fn install_snapshot(
             max_response_bytes: s.cfg.max_response_bytes,
         },
     );
+    let read = s.cfg.store.read().map_err(|e| e.to_string())?;
+    s.members = members::load(&read)?;
+    drop(read);
+    publish_addresses(&s.cfg.peer_book, &s.members);
     s.applied = applied;
     s.durable = applied;
     io.log.report_applied(applied, applied);
@@ -613,6 +873,17 @@ async fn on_tick(st: &Rc<RefCell<State>>, io: &Shared) -> Result<(), String> {
                     }));
                 }
             }
+        }
+    }
+    {
+        let s = st.borrow();
+        let me = s.cfg.member_id;
+        if !s.published && io.log.status().leader() != 0 && s.members.contains_key(&me) {
+            proposals.push(p::InternalBody::MemberAttrs(p::MemberAttrsEntry {
+                id: me,
+                name: s.cfg.name.clone(),
+                client_urls: s.cfg.client_urls.clone(),
+            }));
         }
     }
     let member = st.borrow().cfg.member_id;

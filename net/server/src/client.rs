@@ -40,7 +40,8 @@ pub struct ClientConfig {
     pub listen: Vec<SocketAddr>,
     pub store: Arc<KvStore>,
     pub max_request_bytes: u32,
-    pub members: Vec<p::Member>,
+    /// --initial-cluster-token (ids of members added at runtime derive from it).
+    pub cluster_token: String,
     pub data_dir: std::path::PathBuf,
 }
 
@@ -461,6 +462,13 @@ impl Core {
                     .map(|s| (s.file_size as i64, s.size_in_use as i64))
                     .unwrap_or((0, 0));
                 let rev = self.cfg.store.read().map(|r| r.revision()).unwrap_or(0);
+                let is_learner = self
+                    .cfg
+                    .store
+                    .read()
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| crate::members::load(&r))
+                    .is_ok_and(|m| m.get(&self.cfg.member_id).is_some_and(|m| m.is_learner));
                 self.reply(
                     conn_id,
                     req_id,
@@ -475,7 +483,7 @@ impl Core {
                         raft_applied_index: st.applied(),
                         errors: Vec::new(),
                         db_size_in_use: in_use,
-                        is_learner: false,
+                        is_learner,
                     })),
                 );
             }
@@ -502,15 +510,48 @@ impl Core {
                     });
                 self.reply(conn_id, req_id, false, r.map_err(|e| convert::kv_error(&e)));
             }
-            p::Request::MemberList(_) => self.reply(
-                conn_id,
-                req_id,
-                false,
-                Ok(p::Response::MemberList(p::MemberListResponse {
-                    header: h.header(0),
-                    members: self.cfg.members.clone(),
-                })),
-            ),
+            p::Request::MemberList(_) => {
+                let r = self
+                    .cfg
+                    .store
+                    .read()
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| crate::members::load(&r))
+                    .map(|m| {
+                        p::Response::MemberList(p::MemberListResponse {
+                            header: h.header(0),
+                            members: crate::members::to_proto(&m),
+                        })
+                    })
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "reading members");
+                        p::ErrorResponse::new(p::ErrorCode::Corrupt)
+                    });
+                self.reply(conn_id, req_id, false, r);
+            }
+            p::Request::MemberAdd(a) => {
+                // The id the new member derives itself from its peer URLs and the token
+                // (etcd also mixes in the time; keel's new member must find its id alone).
+                let id = crate::config::member_id(&a.peer_urls, &self.cfg.cluster_token);
+                self.propose(
+                    conn_id,
+                    req_id,
+                    p::InternalBody::MemberAdd(p::MemberAddEntry {
+                        id,
+                        peer_urls: a.peer_urls,
+                        is_learner: a.is_learner,
+                    }),
+                )
+            }
+            p::Request::MemberRemove(r) => {
+                self.propose(conn_id, req_id, p::InternalBody::MemberRemove(r))
+            }
+            p::Request::MemberUpdate(u) => {
+                self.propose(conn_id, req_id, p::InternalBody::MemberUpdate(u))
+            }
+            p::Request::MemberPromote(r) => {
+                self.propose(conn_id, req_id, p::InternalBody::MemberPromote(r))
+            }
             p::Request::MoveLeader(m) => match self.log.transfer_leader(m.target_id) {
                 Ok(()) => self.reply(
                     conn_id,
@@ -523,16 +564,6 @@ impl Core {
                 Err(e) => self.reply(conn_id, req_id, false, Err(refusal_error(&e))),
             },
             p::Request::Snapshot(_) => self.snapshot(conn_id, req_id).await,
-            // Runtime membership changes are not built yet (issue 7): refused explicitly.
-            p::Request::MemberAdd(_)
-            | p::Request::MemberRemove(_)
-            | p::Request::MemberUpdate(_)
-            | p::Request::MemberPromote(_) => self.reply(
-                conn_id,
-                req_id,
-                false,
-                Err(p::ErrorResponse::new(p::ErrorCode::NotCapable)),
-            ),
         }
     }
 

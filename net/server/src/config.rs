@@ -258,6 +258,10 @@ pub struct Config {
     pub new_cluster: bool,
     pub member_id: u64,
     pub cluster_id: u64,
+    /// --initial-cluster-token: member ids are derived from peer URLs and this token, also for
+    /// members added at runtime (so a new member started with `--initial-cluster-state
+    /// existing` computes the id the cluster gave it).
+    pub cluster_token: String,
     pub tick: Duration,
     pub election_ticks: usize,
     pub snapshot_count: u64,
@@ -475,6 +479,7 @@ impl Config {
             new_cluster,
             member_id,
             cluster_id: cluster_id(&ids),
+            cluster_token: f.initial_cluster_token.clone(),
             tick: Duration::from_millis(f.heartbeat_interval),
             election_ticks: (f.election_timeout / f.heartbeat_interval) as usize,
             snapshot_count: f.snapshot_count.max(1),

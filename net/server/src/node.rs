@@ -15,7 +15,6 @@ use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
 use keel_engine::lease::LessorConfig;
 use keel_engine::mvcc::{AutoCompaction, KvStore, StoreOptions};
-use keel_proto as p;
 
 use crate::apply::{self, ApplyConfig, ApplyIo};
 use crate::client::{self, ClientConfig, ClientIo};
@@ -124,6 +123,12 @@ impl Node {
         ncfg.snapshot_count = cfg.snapshot_count;
         ncfg.catch_up_entries = cfg.snapshot_catchup_entries;
         ncfg.seed = cfg.member_id;
+        ncfg.join = !cfg.new_cluster;
+        let peer_book = ncfg.peer_book.clone();
+        peer_book
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(cfg.initial_cluster.iter().map(|m| (m.id, m.peer_addr)));
         let mut b = LogCore::builder(ncfg);
         b.applied(applied);
         b.snapshot_source(Arc::new(StoreSnapshots {
@@ -149,22 +154,6 @@ impl Node {
             to_client_tx.push(t);
             to_client_rx.push(r);
         }
-        let members: Vec<p::Member> = cfg
-            .initial_cluster
-            .iter()
-            .map(|m| p::Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_urls: m.peer_urls.clone(),
-                client_urls: if m.id == cfg.member_id {
-                    cfg.advertise_client_urls.clone()
-                } else {
-                    Vec::new()
-                },
-                is_learner: false,
-            })
-            .collect();
-
         let mut threads = Vec::new();
         threads.push((
             "log".to_string(),
@@ -188,6 +177,14 @@ impl Node {
                 AutoCompactionSetting::Revision(n) => Some(AutoCompaction::Revision(n)),
             },
             max_response_bytes: cfg.max_request_bytes as usize,
+            name: cfg.name.clone(),
+            client_urls: cfg.advertise_client_urls.clone(),
+            initial: cfg
+                .initial_cluster
+                .iter()
+                .map(|m| (m.id, m.name.clone(), m.peer_urls.clone()))
+                .collect(),
+            peer_book,
         };
         threads.push((
             "apply".to_string(),
@@ -238,7 +235,7 @@ impl Node {
                 listen: cfg.client_addrs.clone(),
                 store: store.clone(),
                 max_request_bytes: cfg.max_request_bytes,
-                members: members.clone(),
+                cluster_token: cfg.cluster_token.clone(),
                 data_dir: dir.clone(),
             };
             threads.push((

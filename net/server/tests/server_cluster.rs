@@ -16,17 +16,56 @@ use server_common::*;
 
 struct Cluster {
     servers: Vec<Server>,
-    _dir: tempfile::TempDir,
+    /// Peer URL of each server (same order).
+    peers: Vec<String>,
+    /// The --initial-cluster of the founding members.
+    initial: String,
+    dir: tempfile::TempDir,
+}
+
+fn member_args(
+    dir: &std::path::Path,
+    name: &str,
+    client: SocketAddr,
+    peer: &str,
+    initial: &str,
+) -> Vec<String> {
+    vec![
+        "--name".into(),
+        name.to_string(),
+        "--data-dir".into(),
+        dir.join(name).display().to_string(),
+        "--listen-client-urls".into(),
+        format!("http://{client}"),
+        "--listen-peer-urls".into(),
+        peer.to_string(),
+        "--initial-advertise-peer-urls".into(),
+        peer.to_string(),
+        "--initial-cluster".into(),
+        initial.to_string(),
+        "--heartbeat-interval".into(),
+        "50".into(),
+        "--election-timeout".into(),
+        "500".into(),
+        // Small, so a restarted member needs a snapshot when it was down long enough.
+        "--snapshot-count".into(),
+        "300".into(),
+        "--experimental-snapshot-catchup-entries".into(),
+        "100".into(),
+    ]
 }
 
 fn start_cluster() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let ports = free_ports(6);
     let names = ["a", "b", "c"];
+    let peers: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{}", ports[3 + i]))
+        .collect();
     let initial: Vec<String> = names
         .iter()
-        .enumerate()
-        .map(|(i, n)| format!("{n}=http://127.0.0.1:{}", ports[3 + i]))
+        .zip(&peers)
+        .map(|(n, p)| format!("{n}={p}"))
         .collect();
     let initial = initial.join(",");
     let servers = names
@@ -34,34 +73,16 @@ fn start_cluster() -> Cluster {
         .enumerate()
         .map(|(i, n)| {
             let client: SocketAddr = format!("127.0.0.1:{}", ports[i]).parse().unwrap();
-            let peer = format!("http://127.0.0.1:{}", ports[3 + i]);
-            let args = vec![
-                "--name".into(),
-                n.to_string(),
-                "--data-dir".into(),
-                dir.path().join(n).display().to_string(),
-                "--listen-client-urls".into(),
-                format!("http://{client}"),
-                "--listen-peer-urls".into(),
-                peer.clone(),
-                "--initial-advertise-peer-urls".into(),
-                peer,
-                "--initial-cluster".into(),
-                initial.clone(),
-                "--heartbeat-interval".into(),
-                "50".into(),
-                "--election-timeout".into(),
-                "500".into(),
-                // Small, so the restarted member needs a snapshot when it was down long enough.
-                "--snapshot-count".into(),
-                "300".into(),
-                "--experimental-snapshot-catchup-entries".into(),
-                "100".into(),
-            ];
+            let args = member_args(dir.path(), n, client, &peers[i], &initial);
             Server::start(n, client, dir.path(), args)
         })
         .collect();
-    Cluster { servers, _dir: dir }
+    Cluster {
+        servers,
+        peers,
+        initial,
+        dir,
+    }
 }
 
 /// Status of every running member (None where it does not answer).
@@ -236,4 +257,194 @@ fn killing_the_leader_under_load_loses_nothing_and_members_converge() {
             }
         }
     }
+}
+
+fn member_call(c: &Cluster, at: usize, req: p::Request) -> p::Response {
+    let mut cl = Client::connect_wait(c.servers[at].client, Duration::from_secs(10));
+    match cl.call(req) {
+        Ok(r) => r,
+        Err(e) => panic!("membership call failed: {e:?}\n{}", logs(c)),
+    }
+}
+
+fn member_list(c: &Cluster, at: usize) -> Vec<p::Member> {
+    match member_call(
+        c,
+        at,
+        p::Request::MemberList(p::MemberListRequest::default()),
+    ) {
+        p::Response::MemberList(l) => l.members,
+        r => panic!("{r:?}"),
+    }
+}
+
+/// Issue 7, point 2: a learner added, caught up and promoted, then a founding member removed,
+/// all under write load; nothing acknowledged is lost and the final members converge.
+#[test]
+fn adding_promoting_and_removing_members_under_load_loses_nothing() {
+    let mut c = start_cluster();
+    let leader = wait_for("a leader", Duration::from_secs(30), || agreed_leader(&c));
+    let addrs: Vec<SocketAddr> = c.servers.iter().map(|s| s.client).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acked, threads) = writers(addrs.clone(), stop.clone());
+    wait_for("writes", Duration::from_secs(30), || {
+        (acked.lock().unwrap().len() >= 200).then_some(())
+    });
+    assert_eq!(member_list(&c, leader).len(), 3);
+    // Add "d" as a learner, then start it with --initial-cluster-state existing.
+    let ports = free_ports(2);
+    let d_client: SocketAddr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let d_peer = format!("http://127.0.0.1:{}", ports[1]);
+    let added = match member_call(
+        &c,
+        leader,
+        p::Request::MemberAdd(p::MemberAddRequest {
+            peer_urls: vec![d_peer.clone()],
+            is_learner: true,
+        }),
+    ) {
+        p::Response::MemberAdd(r) => r,
+        r => panic!("{r:?}"),
+    };
+    let d_id = added.member.as_ref().expect("the added member").id;
+    assert!(added.member.as_ref().unwrap().is_learner);
+    assert_eq!(added.members.len(), 4);
+    let mut args = member_args(
+        c.dir.path(),
+        "d",
+        d_client,
+        &d_peer,
+        &format!("{},d={d_peer}", c.initial),
+    );
+    args.extend(["--initial-cluster-state".into(), "existing".into()]);
+    c.servers
+        .push(Server::start("d", d_client, c.dir.path(), args));
+    c.peers.push(d_peer);
+    // The learner catches up: its own (serializable) view reaches what was acknowledged.
+    let seen = acked.lock().unwrap().len();
+    wait_for("the learner to catch up", Duration::from_secs(60), || {
+        let mut cl = Client::connect(d_client).ok()?;
+        let st = cl.status().ok()?;
+        let r = cl
+            .call(p::Request::Range(p::RangeRequest {
+                key: b"w".to_vec(),
+                range_end: b"x".to_vec(),
+                serializable: true,
+                count_only: true,
+                ..Default::default()
+            }))
+            .ok()?;
+        let p::Response::Range(r) = r else {
+            return None;
+        };
+        (st.is_learner && st.header.member_id == d_id && r.count as usize >= seen).then_some(())
+    });
+    // Promote it.
+    match member_call(
+        &c,
+        leader,
+        p::Request::MemberPromote(p::MemberPromoteRequest { id: d_id }),
+    ) {
+        p::Response::MemberPromote(r) => {
+            assert!(r.members.iter().any(|m| m.id == d_id && !m.is_learner))
+        }
+        r => panic!("{r:?}"),
+    }
+    // Remove a founding follower, then stop its process.
+    let gone = (0..3).find(|&i| i != leader).unwrap();
+    let gone_id = Client::connect_wait(c.servers[gone].client, Duration::from_secs(10))
+        .status()
+        .unwrap()
+        .header
+        .member_id;
+    match member_call(
+        &c,
+        leader,
+        p::Request::MemberRemove(p::MemberRemoveRequest { id: gone_id }),
+    ) {
+        p::Response::MemberRemove(r) => {
+            assert_eq!(r.members.len(), 3);
+            assert!(r.members.iter().all(|m| m.id != gone_id));
+        }
+        r => panic!("{r:?}"),
+    }
+    c.servers[gone].kill();
+    let before = acked.lock().unwrap().len();
+    wait_for("writes after the changes", Duration::from_secs(30), || {
+        (acked.lock().unwrap().len() >= before + 200).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let remaining: Vec<usize> = (0..c.servers.len()).filter(|&i| i != gone).collect();
+    let target = Client::connect_wait(c.servers[leader].client, Duration::from_secs(10))
+        .status()
+        .unwrap()
+        .header
+        .revision;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let hs: Vec<Option<u32>> = remaining
+            .iter()
+            .map(|&i| {
+                let mut cl = Client::connect(c.servers[i].client).ok()?;
+                match cl.call(p::Request::HashKv(p::HashKvRequest { revision: target })) {
+                    Ok(p::Response::HashKv(h)) => Some(h.hash),
+                    _ => None,
+                }
+            })
+            .collect();
+        if hs.iter().all(|h| h.is_some() && *h == hs[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence: {hs:?}\n{}",
+            logs(&c)
+        );
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+    for &i in &remaining {
+        let mut cl = Client::connect_wait(c.servers[i].client, Duration::from_secs(10));
+        let r = match cl
+            .call(p::Request::Range(p::RangeRequest {
+                key: b"w".to_vec(),
+                range_end: b"x".to_vec(),
+                serializable: true,
+                revision: target,
+                keys_only: true,
+                ..Default::default()
+            }))
+            .unwrap()
+        {
+            p::Response::Range(r) => r,
+            r => panic!("{r:?}"),
+        };
+        let have: BTreeMap<String, i64> = r
+            .kvs
+            .iter()
+            .map(|kv| (String::from_utf8(kv.key.clone()).unwrap(), kv.mod_revision))
+            .collect();
+        for (k, rev) in &acked {
+            if *rev <= target {
+                assert_eq!(
+                    have.get(k),
+                    Some(rev),
+                    "acknowledged {k}@{rev} missing on {}",
+                    c.servers[i].name
+                );
+            }
+        }
+    }
+    let list = member_list(&c, leader);
+    assert_eq!(list.len(), 3);
+    assert!(list
+        .iter()
+        .any(|m| m.id == d_id && !m.is_learner && m.name == "d"));
+    eprintln!(
+        "{} acknowledged writes; learner {d_id:x} added, caught up and promoted; {gone_id:x} removed",
+        acked.len()
+    );
 }

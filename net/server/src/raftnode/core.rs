@@ -90,8 +90,15 @@ pub async fn run(lc: LogCore) -> Result<(), NodeError> {
     let raw = RawNode::new(&rc, opened.store.mem())
         .map_err(|e| NodeError::Config(format!("raft: {e:?}")))?;
     let inbox = Inbox::new(INBOX);
-    let transport = Transport::start(cfg.id, listen, &cfg.peers, cfg.peer_queue, inbox.clone())
-        .map_err(|e| NodeError::Listen(format!("{listen}: {e}")))?;
+    let transport = Transport::start(
+        cfg.id,
+        listen,
+        &cfg.peers,
+        cfg.peer_book.clone(),
+        cfg.peer_queue,
+        inbox.clone(),
+    )
+    .map_err(|e| NodeError::Listen(format!("{listen}: {e}")))?;
     let mut tasks = Vec::new();
     let mut answers = Vec::new();
     for (i, (rx, atx)) in lc.clients.into_iter().enumerate() {

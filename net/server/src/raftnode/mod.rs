@@ -124,7 +124,18 @@ pub struct NodeConfig {
     pub peer_queue: usize,
     /// WAL options (segment size, sync mode).
     pub wal: WalOptions,
+    /// Join an existing cluster (`--initial-cluster-state existing`): a new data directory
+    /// starts with an empty log and learns the membership from the leader, instead of
+    /// bootstrapping `peers` as the initial voters.
+    pub join: bool,
+    /// Addresses of members added at runtime (the apply side records them from membership
+    /// entries); the transport looks up a peer it does not know yet here.
+    pub peer_book: PeerBook,
 }
+
+/// Peer addresses shared between the apply side (writer, on membership changes) and the
+/// transport (reader, only for a peer it has no connection for yet). Not on the request path.
+pub type PeerBook = Arc<std::sync::RwLock<BTreeMap<NodeId, SocketAddr>>>;
 
 impl NodeConfig {
     /// etcd-like defaults for member `id` with `peers`, storing under `data_dir`.
@@ -143,6 +154,8 @@ impl NodeConfig {
             client_queue: 4096,
             peer_queue: 4096,
             wal: WalOptions::default(),
+            join: false,
+            peer_book: PeerBook::default(),
         }
     }
 }

@@ -289,6 +289,21 @@ impl LogStore {
                     "empty log but the state machine has applied {applied}"
                 )));
             }
+            if cfg.join {
+                // Joining: no membership of our own; the leader's log or snapshot brings it.
+                let store = LogStore {
+                    wal,
+                    mem: MemStorage::new(),
+                    data_dir: cfg.data_dir.clone(),
+                    confs: vec![(0, ConfState::default())],
+                    max_append: max_append(cfg),
+                };
+                return Ok(Opened {
+                    store,
+                    applied: 0,
+                    install: None,
+                });
+            }
             let voters: Vec<u64> = cfg.peers.keys().copied().collect();
             let boot = MemStorage::bootstrap(&voters);
             let last = boot.last_index().expect("mem storage");

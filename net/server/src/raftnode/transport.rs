@@ -46,7 +46,9 @@ struct Peer {
 /// The peer transport of one member. See the module documentation.
 pub struct Transport {
     cap: usize,
-    peers: BTreeMap<NodeId, Peer>,
+    peers: RefCell<BTreeMap<NodeId, Peer>>,
+    book: super::PeerBook,
+    inbox: Inbox<Ev>,
     _listener: Task<()>,
 }
 
@@ -57,6 +59,7 @@ impl Transport {
         self_id: NodeId,
         listen: SocketAddr,
         peers: &BTreeMap<NodeId, SocketAddr>,
+        book: super::PeerBook,
         cap: usize,
         inbox: Inbox<Ev>,
     ) -> std::io::Result<Transport> {
@@ -70,15 +73,38 @@ impl Transport {
         }
         Ok(Transport {
             cap: cap.max(1),
-            peers: out,
+            peers: RefCell::new(out),
+            book,
+            inbox,
             _listener: lt,
         })
+    }
+
+    /// Starts a sender for a member added at runtime, if the peer book knows its address.
+    fn learn(&self, id: NodeId) -> bool {
+        let addr = match self.book.read() {
+            Ok(b) => b.get(&id).copied(),
+            Err(p) => p.into_inner().get(&id).copied(),
+        };
+        let Some(addr) = addr else {
+            return false;
+        };
+        let queue = Rc::new(RefCell::new(Queue::default()));
+        let task = glommio::spawn_local(send_loop(id, addr, queue.clone(), self.inbox.clone()));
+        self.peers
+            .borrow_mut()
+            .insert(id, Peer { queue, _task: task });
+        true
     }
 
     /// Queues `m` for its receiver; drops it when the receiver is unknown or its queue is full
     /// (snapshots are never dropped here: the loop prepares at most one per peer).
     pub fn send(&self, m: Message) {
-        let Some(p) = self.peers.get(&m.to) else {
+        if !self.peers.borrow().contains_key(&m.to) && !self.learn(m.to) {
+            return;
+        }
+        let peers = self.peers.borrow();
+        let Some(p) = peers.get(&m.to) else {
             return;
         };
         let mut q = p.queue.borrow_mut();
@@ -94,7 +120,11 @@ impl Transport {
 
     /// Messages dropped so far because a peer's queue was full.
     pub fn dropped(&self) -> u64 {
-        self.peers.values().map(|p| p.queue.borrow().dropped).sum()
+        self.peers
+            .borrow()
+            .values()
+            .map(|p| p.queue.borrow().dropped)
+            .sum()
     }
 }
 
