@@ -85,6 +85,12 @@ enum Waiting {
     },
 }
 
+/// A decoded request: a range in engine form (from the archive), or anything else owned.
+enum Incoming {
+    Range(keel_engine::mvcc::RangeRequest),
+    Owned(p::Request),
+}
+
 struct PendingRead {
     conn: ConnId,
     req_id: u64,
@@ -362,6 +368,28 @@ impl Core {
         }
     }
 
+    /// A range: served here when serializable, else after a ReadIndex round (DESIGN.md §4).
+    fn range(&self, conn_id: ConnId, req_id: u64, r: keel_engine::mvcc::RangeRequest) {
+        if r.serializable {
+            return self.serve_range(conn_id, req_id, &r);
+        }
+        let ctx = self.seq();
+        match self.log.read_index(ctx) {
+            Ok(()) => {
+                self.reads.borrow_mut().insert(
+                    ctx,
+                    PendingRead {
+                        conn: conn_id,
+                        req_id,
+                        req: r,
+                        deadline: Instant::now() + REQUEST_TIMEOUT,
+                    },
+                );
+            }
+            Err(e) => self.reply(conn_id, req_id, false, Err(refusal_error(&e))),
+        }
+    }
+
     async fn dispatch(
         &self,
         conn: &Rc<Conn>,
@@ -372,28 +400,7 @@ impl Core {
     ) {
         let h = self.header();
         match req {
-            p::Request::Range(r) => {
-                let r = convert::range_in(r);
-                if r.serializable {
-                    self.serve_range(conn_id, req_id, &r);
-                } else {
-                    let ctx = self.seq();
-                    match self.log.read_index(ctx) {
-                        Ok(()) => {
-                            self.reads.borrow_mut().insert(
-                                ctx,
-                                PendingRead {
-                                    conn: conn_id,
-                                    req_id,
-                                    req: r,
-                                    deadline: Instant::now() + REQUEST_TIMEOUT,
-                                },
-                            );
-                        }
-                        Err(e) => self.reply(conn_id, req_id, false, Err(refusal_error(&e))),
-                    }
-                }
-            }
+            p::Request::Range(r) => self.range(conn_id, req_id, convert::range_in(r)),
             p::Request::Put(r) => {
                 if r.key.len() + r.value.len() > self.cfg.max_request_bytes as usize {
                     return self.reply(
@@ -831,8 +838,17 @@ async fn serve_conn(core: Rc<Core>, stream: TcpStream) {
             };
             let req_id = frame.header.request_id;
             let more = frame.header.more();
-            match frame.decode_request() {
-                Ok(req) => {
+            // Validated in place (D1); reads go to the engine straight from the archive, other
+            // requests are deserialized (they are copied into Raft entries anyway).
+            let req = frame.access_request().and_then(|a| match a {
+                p::ArchivedRequest::Range(r) => Ok(Incoming::Range(convert::range_in_archived(r))),
+                other => rkyv::deserialize::<p::Request, rkyv::rancor::Error>(other)
+                    .map(Incoming::Owned)
+                    .map_err(|e| p::ProtoError::InvalidPayload(e.to_string())),
+            });
+            match req {
+                Ok(Incoming::Range(r)) => core.range(id, req_id, r),
+                Ok(Incoming::Owned(req)) => {
                     let c = conn.clone();
                     core.dispatch(&c, id, req_id, more, req).await;
                 }

@@ -87,6 +87,36 @@ pub fn range_in(r: p::RangeRequest) -> e::RangeRequest {
     }
 }
 
+/// The archived (in-frame, validated) form straight into the engine's request: the only copy
+/// is of the key bounds (zero-copy decoding on the read path).
+pub fn range_in_archived(r: &p::ArchivedRangeRequest) -> e::RangeRequest {
+    e::RangeRequest {
+        key: r.key.as_slice().to_vec(),
+        range_end: r.range_end.as_slice().to_vec(),
+        limit: r.limit.to_native(),
+        revision: r.revision.to_native(),
+        sort_order: match r.sort_order {
+            p::ArchivedSortOrder::None => e::SortOrder::None,
+            p::ArchivedSortOrder::Ascend => e::SortOrder::Ascend,
+            p::ArchivedSortOrder::Descend => e::SortOrder::Descend,
+        },
+        sort_target: match r.sort_target {
+            p::ArchivedSortTarget::Key => e::SortTarget::Key,
+            p::ArchivedSortTarget::Version => e::SortTarget::Version,
+            p::ArchivedSortTarget::Create => e::SortTarget::Create,
+            p::ArchivedSortTarget::Mod => e::SortTarget::Mod,
+            p::ArchivedSortTarget::Value => e::SortTarget::Value,
+        },
+        serializable: r.serializable,
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+        min_mod_revision: r.min_mod_revision.to_native(),
+        max_mod_revision: r.max_mod_revision.to_native(),
+        min_create_revision: r.min_create_revision.to_native(),
+        max_create_revision: r.max_create_revision.to_native(),
+    }
+}
+
 pub fn range_out(h: &HeaderCtx, r: e::RangeResponse) -> p::RangeResponse {
     p::RangeResponse {
         header: h.header(r.header.revision),
