@@ -120,21 +120,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let r = apply(&store, &mut lessor, &mut applied, |l, w| {
                     l.grant(w, id, ttl, 0, now)
                 });
-                if m.leases.contains_key(&id) {
-                    prop_assert!(matches!(r, Err(LeaseError::AlreadyExists)), "{:?}", r);
-                } else {
-                    let ttl = ttl.max(MIN_TTL);
-                    prop_assert_eq!(r.unwrap(), (id, ttl));
-                    let d = now + Duration::from_secs(ttl as u64);
-                    m.leases.insert(
-                        id,
-                        ModelLease {
+                match m.leases.entry(id) {
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        prop_assert!(matches!(r, Err(LeaseError::AlreadyExists)), "{:?}", r);
+                    }
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        let ttl = ttl.max(MIN_TTL);
+                        prop_assert_eq!(r.unwrap(), (id, ttl));
+                        let d = now + Duration::from_secs(ttl as u64);
+                        v.insert(ModelLease {
                             ttl,
                             remaining: 0,
                             deadline: d,
                             report_at: d,
-                        },
-                    );
+                        });
+                    }
                 }
             }
             Op::Revoke(id) => {
