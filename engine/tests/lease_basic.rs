@@ -608,3 +608,17 @@ fn members_applying_the_same_entries_agree() {
     assert!(a.store_keys().is_empty());
     assert!(b.lessor.is_empty());
 }
+
+#[test]
+fn a_damaged_lease_record_is_an_error_at_open_d1() {
+    let mut m = Member::new(cfg());
+    m.grant(1, 60, t(0)).unwrap();
+    // A record of the wrong length, written as if the file were damaged.
+    m.apply(|_, w| w.aux_put(LEASE_BUCKET, &2u64.to_be_bytes(), b"short"))
+        .0
+        .unwrap();
+    match Lessor::open(&m.store, cfg()) {
+        Err(e) => assert!(e.is_fatal(), "{e:?}"),
+        Ok(_) => panic!("a damaged lease record was accepted"),
+    }
+}
