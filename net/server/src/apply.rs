@@ -56,6 +56,34 @@ pub struct ApplyConfig {
     pub initial: Vec<(u64, String, Vec<String>)>,
     /// Peer addresses for the transport; updated when members are added, changed or removed.
     pub peer_book: PeerBook,
+    /// How often the leader compares the members' HashKV (None: never).
+    pub corrupt_check: Option<Duration>,
+    /// Raised while a CORRUPT alarm is active (client cores refuse reads then).
+    pub corrupt: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The auxiliary bucket of alarms other than NOSPACE: member id (BE) ‖ alarm type → [].
+const ALARMS_BUCKET: &[u8] = b"alarms";
+const ALARM_CORRUPT: u8 = 2;
+
+/// Every recorded CORRUPT alarm's member.
+pub fn corrupt_alarms(read: &keel_engine::mvcc::KvRead) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    read.aux_scan(ALARMS_BUCKET, |k, _| {
+        if k.len() == 9 && k[8] == ALARM_CORRUPT {
+            out.push(u64::from_be_bytes(k[..8].try_into().expect("8 bytes")));
+        }
+        true
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn alarm_key(member: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&member.to_be_bytes());
+    k[8] = ALARM_CORRUPT;
+    k
 }
 
 /// A membership request of this member waiting for its Raft change to be applied.
@@ -142,6 +170,11 @@ struct State {
     conf_waiters: HashMap<u64, (u64, ConfOp)>,
     /// Whether this member's name and client URLs are recorded.
     published: bool,
+    /// Members with an active CORRUPT alarm.
+    corrupt: Vec<u64>,
+    /// When the leader last started a corruption check, and whether one is running.
+    last_check: Duration,
+    checking: bool,
 }
 
 impl State {
@@ -192,8 +225,10 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
         },
     );
     let members = members::load(&read)?;
+    let corrupt = corrupt_alarms(&read)?;
     drop(read);
     publish_addresses(&cfg.peer_book, &members);
+    cfg.corrupt.store(!corrupt.is_empty(), Ordering::Release);
     let autocompactor = cfg.auto_compaction.map(AutoCompactor::new);
     let cfg_member_id = cfg.member_id;
     let st = Rc::new(RefCell::new(State {
@@ -214,6 +249,9 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
             .is_some_and(|m| !m.name.is_empty() || !m.client_urls.is_empty()),
         members,
         conf_waiters: HashMap::new(),
+        corrupt,
+        last_check: Duration::ZERO,
+        checking: false,
     }));
     let ApplyIo {
         log,
@@ -339,6 +377,20 @@ fn apply_one(
     index: u64,
 ) -> Result<Result<p::Response, p::ErrorResponse>, String> {
     let fatal = |e: &KvError| e.is_fatal();
+    // etcd's corrupt applier: with a CORRUPT alarm active, the data path is closed.
+    if !s.corrupt.is_empty()
+        && matches!(
+            req.body,
+            p::InternalBody::Put(_)
+                | p::InternalBody::DeleteRange(_)
+                | p::InternalBody::Txn(_)
+                | p::InternalBody::Compaction(_)
+                | p::InternalBody::LeaseGrant(_)
+                | p::InternalBody::LeaseRevoke(_)
+        )
+    {
+        return Ok(Err(p::ErrorResponse::new(p::ErrorCode::Corrupt)));
+    }
     let r: Result<p::Response, p::ErrorResponse> = match req.body {
         p::InternalBody::Put(r) => match w.put(&convert::put_in(r)) {
             Ok(resp) => Ok(p::Response::Put(convert::put_out(h, resp))),
@@ -592,20 +644,48 @@ fn apply_alarm(
     h: &HeaderCtx,
     a: p::AlarmRequest,
 ) -> Result<p::AlarmResponse, String> {
-    if a.action == p::AlarmAction::Activate && a.alarm == p::AlarmType::NoSpace {
-        w.raise_nospace().map_err(|e| e.to_string())?;
+    match (a.action, a.alarm) {
+        (p::AlarmAction::Activate, p::AlarmType::NoSpace) => {
+            w.raise_nospace().map_err(|e| e.to_string())?
+        }
+        (p::AlarmAction::Deactivate, p::AlarmType::NoSpace) => {
+            w.clear_nospace().map_err(|e| e.to_string())?
+        }
+        (p::AlarmAction::Activate, p::AlarmType::Corrupt) => {
+            w.aux_put(ALARMS_BUCKET, &alarm_key(a.member_id), &[])
+                .map_err(|e| e.to_string())?;
+            if !s.corrupt.contains(&a.member_id) {
+                s.corrupt.push(a.member_id);
+            }
+            tracing::error!(
+                member = format_args!("{:x}", a.member_id),
+                "CORRUPT alarm raised"
+            );
+        }
+        (p::AlarmAction::Deactivate, p::AlarmType::Corrupt) => {
+            w.aux_delete(ALARMS_BUCKET, &alarm_key(a.member_id))
+                .map_err(|e| e.to_string())?;
+            s.corrupt.retain(|&m| m != a.member_id);
+        }
+        _ => {}
     }
-    if a.action == p::AlarmAction::Deactivate && a.alarm == p::AlarmType::NoSpace {
-        w.clear_nospace().map_err(|e| e.to_string())?;
-    }
-    let alarms = if w.nospace() {
-        vec![p::AlarmMember {
+    s.cfg
+        .corrupt
+        .store(!s.corrupt.is_empty(), Ordering::Release);
+    let mut alarms: Vec<p::AlarmMember> = s
+        .corrupt
+        .iter()
+        .map(|&m| p::AlarmMember {
+            member_id: m,
+            alarm: p::AlarmType::Corrupt,
+        })
+        .collect();
+    if w.nospace() {
+        alarms.push(p::AlarmMember {
             member_id: s.cfg.member_id,
             alarm: p::AlarmType::NoSpace,
-        }]
-    } else {
-        Vec::new()
-    };
+        });
+    }
     Ok(p::AlarmResponse {
         header: h.header(0),
         alarms,
@@ -786,7 +866,7 @@ fn install_snapshot(
     Ok(())
 }
 
-async fn on_tick(st: &Rc<RefCell<State>>, io: &Shared) -> Result<(), String> {
+async fn on_tick(st: &Rc<RefCell<State>>, io: &Rc<Shared>) -> Result<(), String> {
     // Durable commit of the store (the WAL covers everything after it).
     let need_sync = {
         let s = st.borrow();
@@ -886,6 +966,7 @@ async fn on_tick(st: &Rc<RefCell<State>>, io: &Shared) -> Result<(), String> {
             }));
         }
     }
+    start_corrupt_check(st, io);
     let member = st.borrow().cfg.member_id;
     for body in proposals {
         // Proposals of the apply core have no waiter: core_of(u64::MAX) is no client core.
@@ -904,6 +985,118 @@ async fn on_tick(st: &Rc<RefCell<State>>, io: &Shared) -> Result<(), String> {
     }
     st.borrow_mut().hub.progress_tick();
     Ok(())
+}
+
+/// The leader's periodic corruption check (etcd's): its own HashKV at its revision against
+/// every other member's at the same revision, asked over the client protocol; a member whose
+/// hash differs (with the same compaction revision) gets a CORRUPT alarm, raised through Raft.
+fn start_corrupt_check(st: &Rc<RefCell<State>>, io: &Rc<Shared>) {
+    let (store, peers, me) = {
+        let mut s = st.borrow_mut();
+        let Some(every) = s.cfg.corrupt_check else {
+            return;
+        };
+        let now = s.now();
+        if !s.leader || s.checking || now < s.last_check + every {
+            return;
+        }
+        s.last_check = now;
+        s.checking = true;
+        let me = s.cfg.member_id;
+        let peers: Vec<(u64, std::net::SocketAddr)> = s
+            .members
+            .iter()
+            .filter(|(id, m)| **id != me && !m.is_learner)
+            .filter_map(|(id, m)| {
+                let url = m.client_urls.first()?;
+                Some((*id, crate::config::url_addr(url).ok()?))
+            })
+            .collect();
+        (s.cfg.store.clone(), peers, me)
+    };
+    let st = st.clone();
+    let io = io.clone();
+    glommio::spawn_local(async move {
+        let bad = check_hashes(store, peers).await;
+        st.borrow_mut().checking = false;
+        for m in bad {
+            tracing::error!(
+                member = format_args!("{m:x}"),
+                "HashKV differs from the leader's"
+            );
+            let req = p::InternalRequest {
+                header: p::InternalHeader {
+                    id: u64::MAX,
+                    member_id: me,
+                },
+                body: p::InternalBody::Alarm(p::AlarmRequest {
+                    action: p::AlarmAction::Activate,
+                    member_id: m,
+                    alarm: p::AlarmType::Corrupt,
+                }),
+            };
+            if let Ok(d) = req.encode() {
+                let _ = io.proposer.propose(d.to_vec());
+            }
+        }
+    })
+    .detach();
+}
+
+/// The members whose HashKV at the leader's revision differs from the leader's.
+async fn check_hashes(store: Arc<KvStore>, peers: Vec<(u64, std::net::SocketAddr)>) -> Vec<u64> {
+    let Ok(rev) = store.read().map(|r| r.revision()) else {
+        return Vec::new();
+    };
+    let mine = glommio::executor()
+        .spawn_blocking(move || store.hash_kv(rev))
+        .await;
+    let Ok((hash, _, compacted)) = mine else {
+        return Vec::new();
+    };
+    let mut bad = Vec::new();
+    for (id, addr) in peers {
+        match peer_hash(addr, rev).await {
+            // A member that is behind answers FutureRev (skipped: checked next round); one that
+            // compacted differently cannot be compared.
+            Some((h, c)) if c == compacted && h != hash => bad.push(id),
+            _ => {}
+        }
+    }
+    bad
+}
+
+/// One HashKV request to a member's client port: (hash, compaction revision).
+async fn peer_hash(addr: std::net::SocketAddr, rev: i64) -> Option<(u32, i64)> {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut s = glommio::net::TcpStream::connect_timeout(addr, Duration::from_secs(1))
+        .await
+        .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut out = Vec::new();
+    p::encode_request(
+        &mut out,
+        1,
+        false,
+        &p::Request::HashKv(p::HashKvRequest { revision: rev }),
+    )
+    .ok()?;
+    s.write_all(&out).await.ok()?;
+    let mut dec = p::FrameDecoder::new(p::limits::DEFAULT_MAX_RESPONSE_PAYLOAD);
+    loop {
+        if let Ok(p::Decoded::Frame(f)) = dec.decode() {
+            return match f.decode_response().ok()? {
+                p::Response::HashKv(h) => Some((h.hash, h.compact_revision)),
+                _ => None,
+            };
+        }
+        let buf = dec.read_buf(4096);
+        let n = s.read(buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        dec.filled(n);
+    }
 }
 
 /// Moves lease deadlines to this member when it became leader, or drops them when it lost

@@ -42,6 +42,8 @@ pub struct ClientConfig {
     pub max_request_bytes: u32,
     /// --initial-cluster-token (ids of members added at runtime derive from it).
     pub cluster_token: String,
+    /// Set by the apply core while a CORRUPT alarm is active: reads are refused.
+    pub corrupt: Arc<std::sync::atomic::AtomicBool>,
     pub data_dir: std::path::PathBuf,
 }
 
@@ -370,6 +372,10 @@ impl Core {
 
     /// A range: served here when serializable, else after a ReadIndex round (DESIGN.md §4).
     fn range(&self, conn_id: ConnId, req_id: u64, r: keel_engine::mvcc::RangeRequest) {
+        if self.cfg.corrupt.load(Ordering::Acquire) {
+            let e = p::ErrorResponse::new(p::ErrorCode::Corrupt);
+            return self.reply(conn_id, req_id, false, Err(e));
+        }
         if r.serializable {
             return self.serve_range(conn_id, req_id, &r);
         }
@@ -425,14 +431,35 @@ impl Core {
             }
             p::Request::Alarm(a) => match a.action {
                 p::AlarmAction::Get => {
-                    let alarms = match self.cfg.store.nospace() {
-                        Ok(true) => vec![p::AlarmMember {
-                            member_id: self.cfg.member_id,
-                            alarm: p::AlarmType::NoSpace,
-                        }],
-                        Ok(false) => Vec::new(),
-                        Err(e) => {
+                    let read = self.cfg.store.read();
+                    let alarms = match (
+                        self.cfg.store.nospace(),
+                        read.map_err(|e| e.to_string())
+                            .and_then(|r| crate::apply::corrupt_alarms(&r)),
+                    ) {
+                        (Ok(nospace), Ok(corrupt)) => {
+                            let mut a: Vec<p::AlarmMember> = corrupt
+                                .into_iter()
+                                .map(|m| p::AlarmMember {
+                                    member_id: m,
+                                    alarm: p::AlarmType::Corrupt,
+                                })
+                                .collect();
+                            if nospace {
+                                a.push(p::AlarmMember {
+                                    member_id: self.cfg.member_id,
+                                    alarm: p::AlarmType::NoSpace,
+                                });
+                            }
+                            a
+                        }
+                        (Err(e), _) => {
                             return self.reply(conn_id, req_id, false, Err(convert::kv_error(&e)))
+                        }
+                        (_, Err(e)) => {
+                            tracing::error!(error = %e, "reading alarms");
+                            let e = p::ErrorResponse::new(p::ErrorCode::Corrupt);
+                            return self.reply(conn_id, req_id, false, Err(e));
                         }
                     };
                     self.reply(

@@ -114,6 +114,15 @@ pub struct Flags {
         default_value_t = 5000
     )]
     pub snapshot_catchup_entries: u64,
+    /// How often the leader compares every member's HashKV (etcd's
+    /// --experimental-corrupt-check-time): `0` turns it off; `30s`, `5m`, `1h` (a bare number is
+    /// seconds). A mismatch raises the CORRUPT alarm.
+    #[arg(
+        long = "experimental-corrupt-check-time",
+        env = "KEEL_CORRUPT_CHECK_TIME",
+        default_value = "0"
+    )]
+    pub corrupt_check_time: String,
     /// Maximum client request size in bytes.
     #[arg(
         long = "max-request-bytes",
@@ -266,6 +275,7 @@ pub struct Config {
     pub election_ticks: usize,
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
+    pub corrupt_check: Option<Duration>,
     pub quota_bytes: u64,
     pub auto_compaction: AutoCompactionSetting,
     pub max_request_bytes: u32,
@@ -332,6 +342,30 @@ pub fn cluster_id(member_ids: &[u64]) -> u64 {
     let bytes: Vec<[u8; 8]> = ids.iter().map(|i| i.to_be_bytes()).collect();
     let parts: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
     fnv1a(&parts).max(1)
+}
+
+/// `0` → None; `500ms`, `30s`, `5m`, `1h`; a bare number is seconds.
+fn parse_duration(flag: &str, v: &str) -> Result<Option<Duration>, ConfigError> {
+    if v == "0" || v.is_empty() {
+        return Ok(None);
+    }
+    let bad = || ConfigError(format!("{flag}: bad duration {v:?}"));
+    let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&v[..i], &v[i..]),
+        None => (v, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "h" => n * 3600.0,
+        "m" => n * 60.0,
+        "s" => n,
+        "ms" => n / 1000.0,
+        _ => return Err(bad()),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(bad());
+    }
+    Ok(Some(Duration::from_secs_f64(secs)))
 }
 
 fn parse_retention(mode: &str, r: &str) -> Result<AutoCompactionSetting, ConfigError> {
@@ -484,6 +518,10 @@ impl Config {
             election_ticks: (f.election_timeout / f.heartbeat_interval) as usize,
             snapshot_count: f.snapshot_count.max(1),
             snapshot_catchup_entries: f.snapshot_catchup_entries,
+            corrupt_check: parse_duration(
+                "--experimental-corrupt-check-time",
+                &f.corrupt_check_time,
+            )?,
             quota_bytes: if f.quota_backend_bytes == 0 {
                 2 << 30
             } else {

@@ -154,6 +154,7 @@ impl Node {
             to_client_tx.push(t);
             to_client_rx.push(r);
         }
+        let corrupt = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut threads = Vec::new();
         threads.push((
             "log".to_string(),
@@ -185,6 +186,8 @@ impl Node {
                 .map(|m| (m.id, m.name.clone(), m.peer_urls.clone()))
                 .collect(),
             peer_book,
+            corrupt_check: cfg.corrupt_check,
+            corrupt: corrupt.clone(),
         };
         threads.push((
             "apply".to_string(),
@@ -236,6 +239,7 @@ impl Node {
                 store: store.clone(),
                 max_request_bytes: cfg.max_request_bytes,
                 cluster_token: cfg.cluster_token.clone(),
+                corrupt: corrupt.clone(),
                 data_dir: dir.clone(),
             };
             threads.push((

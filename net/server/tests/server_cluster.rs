@@ -448,3 +448,83 @@ fn adding_promoting_and_removing_members_under_load_loses_nothing() {
         acked.len()
     );
 }
+
+/// Issue 7 (maintenance): a member whose stored history differs from the leader's is found by
+/// the leader's periodic HashKV comparison and gets the CORRUPT alarm; with it raised, the
+/// cluster refuses reads and writes with etcd's "corrupt cluster" error.
+#[test]
+fn a_member_with_a_different_history_raises_the_corrupt_alarm() {
+    let mut c = start_cluster();
+    for s in &mut c.servers {
+        s.terminate();
+        s.args
+            .extend(["--experimental-corrupt-check-time".into(), "1s".into()]);
+        s.restart();
+    }
+    let leader = wait_for("a leader", Duration::from_secs(30), || agreed_leader(&c));
+    let mut cl = Client::connect_wait(c.servers[leader].client, Duration::from_secs(10));
+    for i in 0..50 {
+        cl.put(&format!("k{i}"), "v").unwrap();
+    }
+    let rev = cl.status().unwrap().header.revision;
+    let victim = (0..3).find(|&i| i != leader).unwrap();
+    let victim_id = wait_for("the victim to catch up", Duration::from_secs(30), || {
+        let st = Client::connect(c.servers[victim].client)
+            .ok()?
+            .status()
+            .ok()?;
+        (st.header.revision >= rev).then_some(st.header.member_id)
+    });
+    // No alarm while the histories agree (the check runs every second).
+    let alarms = |c: &Cluster, at: usize| -> Option<Vec<p::AlarmMember>> {
+        let mut cl = Client::connect(c.servers[at].client).ok()?;
+        match cl.call(p::Request::Alarm(p::AlarmRequest {
+            action: p::AlarmAction::Get,
+            ..Default::default()
+        })) {
+            Ok(p::Response::Alarm(a)) => Some(a.alarms),
+            _ => None,
+        }
+    };
+    assert_eq!(alarms(&c, leader), Some(vec![]));
+    // Change one stored revision's value on the victim while it is stopped.
+    assert!(c.servers[victim].terminate().success());
+    let db_path = c.dir.path().join(&c.servers[victim].name).join("member/db");
+    {
+        let db = keel_engine::btree::Database::open(&db_path, Default::default()).unwrap();
+        let (k, v) = {
+            let r = db.begin_read();
+            let b = r.bucket(b"key").unwrap().unwrap();
+            let (k, v) = b.iter().nth(10).unwrap().unwrap();
+            (k.to_vec(), v.to_vec())
+        };
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&v);
+        let mut rec =
+            rkyv::from_bytes::<keel_engine::mvcc::Record, rkyv::rancor::Error>(&aligned).unwrap();
+        rec.value = b"tampered".to_vec();
+        let mut w = db.begin_write().unwrap();
+        w.bucket(b"key").unwrap().put(&k, &rec.to_bytes()).unwrap();
+        w.commit_durable().unwrap();
+    }
+    c.servers[victim].restart();
+    let raised = wait_for("the CORRUPT alarm", Duration::from_secs(30), || {
+        alarms(&c, leader).filter(|a| !a.is_empty())
+    });
+    assert_eq!(
+        raised,
+        vec![p::AlarmMember {
+            member_id: victim_id,
+            alarm: p::AlarmType::Corrupt
+        }]
+    );
+    let mut cl = Client::connect_wait(c.servers[leader].client, Duration::from_secs(10));
+    match cl.put("after", "x") {
+        Err(CallError::Server(e)) => assert_eq!(e.message, "etcdserver: corrupt cluster"),
+        r => panic!("a write with CORRUPT raised: {r:?}"),
+    }
+    match cl.get("k1", false) {
+        Err(CallError::Server(e)) => assert_eq!(e.code, p::ErrorCode::Corrupt as u16),
+        r => panic!("a read with CORRUPT raised: {r:?}"),
+    }
+}
