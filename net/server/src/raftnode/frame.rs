@@ -16,6 +16,14 @@
 //! ```
 //!
 //! The payload must be consumed exactly: trailing bytes are an error.
+//!
+//! A frame longer than [`CHUNK`] bytes (in practice: a snapshot) travels as a sequence of chunk
+//! frames, each checked on its own, reassembled in order and then decoded as one frame:
+//!
+//! ```text
+//! chunk   magic u32 "KLRC" | len u32 (≤ CHUNK + 16) | crc u32 = CRC32C(chunk payload)
+//!         | total u64 (bytes of the whole frame) | offset u64 | bytes
+//! ```
 
 use keel_raft::consensus::{
     ConfState, Entry, EntryKind, Message, MessageKind, Snapshot, SnapshotMeta,
@@ -28,6 +36,11 @@ pub const HEADER_LEN: usize = 12;
 /// Largest payload a frame may carry (a snapshot travels in one frame, so this also bounds a
 /// snapshot's size; see the module documentation of [`crate::raftnode`]).
 pub const MAX_FRAME: usize = 256 << 20;
+
+/// Chunk frame magic, "KLRC" little-endian.
+pub const CHUNK_MAGIC: u32 = u32::from_le_bytes(*b"KLRC");
+/// Largest piece of a frame one chunk carries.
+pub const CHUNK: usize = 1 << 20;
 
 /// Why bytes from a peer were refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -300,6 +313,80 @@ pub fn decode_payload(h: Header, payload: &[u8]) -> Result<Message, FrameError> 
     Ok(m)
 }
 
+/// Appends `m`'s frame to `out`, as chunk frames when it is longer than [`CHUNK`].
+pub fn encode_chunked(out: &mut Vec<u8>, m: &Message) {
+    let mut whole = Vec::new();
+    encode_frame(&mut whole, m);
+    if whole.len() <= CHUNK {
+        out.extend_from_slice(&whole);
+        return;
+    }
+    let total = whole.len() as u64;
+    for (k, piece) in whole.chunks(CHUNK).enumerate() {
+        let mut payload = Vec::with_capacity(16 + piece.len());
+        payload.extend_from_slice(&total.to_le_bytes());
+        payload.extend_from_slice(&((k * CHUNK) as u64).to_le_bytes());
+        payload.extend_from_slice(piece);
+        out.extend_from_slice(&CHUNK_MAGIC.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+    }
+}
+
+/// Reassembles chunk frames into the frame they carry.
+#[derive(Default)]
+pub struct Reassembly {
+    buf: Vec<u8>,
+    total: usize,
+}
+
+impl Reassembly {
+    /// Checks a chunk frame's header: its declared length, before the payload is read.
+    pub fn chunk_len(b: &[u8; HEADER_LEN]) -> Result<Header, FrameError> {
+        let word = |k: usize| u32::from_le_bytes([b[k], b[k + 1], b[k + 2], b[k + 3]]);
+        let len = word(4) as usize;
+        if !(17..=CHUNK + 16).contains(&len) {
+            return Err(FrameError::Invalid("chunk length"));
+        }
+        Ok(Header { len, crc: word(8) })
+    }
+
+    /// Adds one chunk (checksum, order and bounds checked, D1); returns the message once the
+    /// last chunk arrived.
+    pub fn add(&mut self, h: Header, payload: &[u8]) -> Result<Option<Message>, FrameError> {
+        if payload.len() != h.len {
+            return Err(FrameError::Truncated);
+        }
+        if crc32c::crc32c(payload) != h.crc {
+            return Err(FrameError::BadChecksum);
+        }
+        let total = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes")) as usize;
+        let offset = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes")) as usize;
+        let piece = &payload[16..];
+        if total > MAX_FRAME + HEADER_LEN || total <= CHUNK {
+            return Err(FrameError::TooLong(total));
+        }
+        if offset == 0 {
+            self.buf.clear();
+            self.total = total;
+        }
+        if total != self.total || offset != self.buf.len() || offset + piece.len() > total {
+            return Err(FrameError::Invalid("chunk out of order"));
+        }
+        self.buf.extend_from_slice(piece);
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let whole = std::mem::take(&mut self.buf);
+        let (mut msgs, used) = decode_frames(&whole)?;
+        if msgs.len() != 1 || used != whole.len() {
+            return Err(FrameError::Invalid("chunks do not hold one frame"));
+        }
+        Ok(msgs.pop())
+    }
+}
+
 /// Decodes every whole frame in `buf`, returning the messages and the bytes consumed (a partial
 /// frame at the end is left for later). Used by the unit tests and by readers of a buffer.
 pub fn decode_frames(buf: &[u8]) -> Result<(Vec<Message>, usize), FrameError> {
@@ -322,6 +409,45 @@ pub fn decode_frames(buf: &[u8]) -> Result<(Vec<Message>, usize), FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_snapshot_travels_in_checked_chunks() {
+        let mut m = Message::new(MessageKind::InstallSnapshot, 1, 2, 3);
+        m.snapshot = Some(Snapshot {
+            meta: SnapshotMeta {
+                index: 9,
+                term: 3,
+                conf_state: ConfState {
+                    voters: vec![1, 2, 3],
+                    learners: vec![],
+                },
+            },
+            data: (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect(),
+        });
+        let mut wire = Vec::new();
+        encode_chunked(&mut wire, &m);
+        let read = |wire: &[u8]| -> Result<Option<Message>, FrameError> {
+            let mut r = Reassembly::default();
+            let mut at = 0;
+            let mut got = None;
+            while at < wire.len() {
+                let hb: [u8; HEADER_LEN] = wire[at..at + HEADER_LEN].try_into().unwrap();
+                assert_eq!(u32::from_le_bytes(hb[..4].try_into().unwrap()), CHUNK_MAGIC);
+                let h = Reassembly::chunk_len(&hb)?;
+                let p = &wire[at + HEADER_LEN..at + HEADER_LEN + h.len];
+                got = r.add(h, p)?;
+                at += HEADER_LEN + h.len;
+            }
+            Ok(got)
+        };
+        assert_eq!(read(&wire).unwrap().unwrap(), m);
+        // A flipped byte in any chunk is refused.
+        for at in [20, CHUNK + 40, wire.len() - 1] {
+            let mut bad = wire.clone();
+            bad[at] ^= 1;
+            assert!(read(&bad).is_err(), "flip at {at}");
+        }
+    }
 
     fn sample() -> Vec<Message> {
         let mut a = Message::new(MessageKind::Append, 1, 2, 7);

@@ -67,8 +67,9 @@
 //! - **Snapshots**: the log core compacts its log once `durable - snapshot_index >
 //!   snapshot_count`, keeping `catch_up_entries` entries for slow followers. When a follower
 //!   needs a snapshot, the leader's log core asks the [`SnapshotSource`] (on glommio's blocking
-//!   pool, never on the loop) for the state machine at its applied index and sends it in one
-//!   frame (at most [`frame::MAX_FRAME`] bytes: chunked streaming is not built). The follower's
+//!   pool, never on the loop) for the state machine at its applied index and sends it as
+//!   checksummed chunks of [`frame::CHUNK`] bytes (at most [`frame::MAX_FRAME`] in all; both
+//!   ends hold the whole payload in memory: streaming from and to disk is not built). The follower's
 //!   log core writes the payload to `<data_dir>/snap/<index>.snap` with a CRC32C, syncs it,
 //!   records the snapshot in the WAL, and delivers [`LogEvent::InstallSnapshot`] with the path.
 //! - **Stop**: `stop.stop()`; `run` returns within about one tick (also when blocked on a full

@@ -160,12 +160,19 @@ async fn accept_loop(listener: TcpListener, self_id: NodeId, inbox: Inbox<Ev>) {
 /// Reads frames until the peer closes or sends bad bytes (D1: an error, the connection drops).
 async fn read_loop(s: TcpStream, self_id: NodeId, inbox: Inbox<Ev>) {
     let mut s = s.buffered();
+    let mut chunks = frame::Reassembly::default();
     loop {
         let mut hb = [0u8; HEADER_LEN];
         if s.read_exact(&mut hb).await.is_err() {
             return;
         }
-        let h = match frame::decode_header(&hb) {
+        let chunk = u32::from_le_bytes([hb[0], hb[1], hb[2], hb[3]]) == frame::CHUNK_MAGIC;
+        let h = if chunk {
+            frame::Reassembly::chunk_len(&hb)
+        } else {
+            frame::decode_header(&hb)
+        };
+        let h = match h {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!("peer frame refused, dropping the connection: {e}");
@@ -176,7 +183,16 @@ async fn read_loop(s: TcpStream, self_id: NodeId, inbox: Inbox<Ev>) {
         if s.read_exact(&mut payload).await.is_err() {
             return;
         }
-        match frame::decode_payload(h, &payload) {
+        let decoded = if chunk {
+            match chunks.add(h, &payload) {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            }
+        } else {
+            frame::decode_payload(h, &payload)
+        };
+        match decoded {
             Ok(m) if m.to == self_id => inbox.push(Ev::Peer(m)).await,
             Ok(m) => {
                 tracing::warn!("peer message for member {} arrived at {self_id}", m.to);
@@ -234,7 +250,9 @@ async fn send_loop(id: NodeId, addr: SocketAddr, queue: Rc<RefCell<Queue>>, inbo
             }
         }
         buf.clear();
-        batch.iter().for_each(|m| frame::encode_frame(&mut buf, m));
+        batch
+            .iter()
+            .for_each(|m| frame::encode_chunked(&mut buf, m));
         let s = conn.as_mut().expect("connected above");
         let ok = s.write_all(&buf).await.is_ok() && s.flush().await.is_ok();
         if ok {
