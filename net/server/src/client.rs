@@ -370,6 +370,56 @@ impl Core {
         }
     }
 
+    /// Whether another member leads (requests that need the leader's clock go there).
+    fn forwarding(&self) -> bool {
+        let l = self.status().leader();
+        l != 0 && l != self.cfg.member_id
+    }
+
+    /// Sends `req` to the leader's client port and returns its answer (one connection per
+    /// call: used for lease keepalive and TimeToLive, whose state is the leader's alone).
+    async fn forward(&self, req: p::Request) -> Result<p::Response, p::ErrorResponse> {
+        let unavailable = || p::ErrorResponse::new(p::ErrorCode::NoLeader);
+        let leader = self.status().leader();
+        let addr = self
+            .cfg
+            .store
+            .read()
+            .map_err(|e| e.to_string())
+            .and_then(|r| crate::members::load(&r))
+            .ok()
+            .and_then(|m| m.get(&leader)?.client_urls.first().cloned())
+            .and_then(|u| crate::config::url_addr(&u).ok())
+            .ok_or_else(unavailable)?;
+        let mut s = TcpStream::connect_timeout(addr, Duration::from_secs(1))
+            .await
+            .map_err(|_| unavailable())?;
+        let _ = s.set_nodelay(true);
+        let _ = s.set_read_timeout(Some(REQUEST_TIMEOUT));
+        let mut out = Vec::new();
+        p::encode_request(&mut out, 1, false, &req).map_err(|e| e.to_error_response())?;
+        s.write_all(&out).await.map_err(|_| unavailable())?;
+        let mut dec = p::FrameDecoder::new(p::limits::DEFAULT_MAX_RESPONSE_PAYLOAD);
+        loop {
+            if let Ok(p::Decoded::Frame(f)) = dec.decode() {
+                return match f.decode_response() {
+                    Ok(p::Response::Error(e)) => Err(e),
+                    Ok(r) => Ok(r),
+                    Err(e) => Err(e.to_error_response()),
+                };
+            }
+            let buf = dec.read_buf(4096);
+            match s.read(buf).await {
+                Ok(0) | Err(_) => {
+                    return Err(p::ErrorResponse::new(
+                        p::ErrorCode::TimeoutDueToConnectionLost,
+                    ))
+                }
+                Ok(n) => dec.filled(n),
+            }
+        }
+    }
+
     /// A range: served here when serializable, else after a ReadIndex round (DESIGN.md §4).
     fn range(&self, conn_id: ConnId, req_id: u64, r: keel_engine::mvcc::RangeRequest) {
         if self.cfg.corrupt.load(Ordering::Acquire) {
@@ -475,6 +525,15 @@ impl Core {
                 _ => self.propose(conn_id, req_id, p::InternalBody::Alarm(a)),
             },
             p::Request::Watch(w) => self.watch(conn, conn_id, req_id, w).await,
+            // Lease deadlines live on the leader (L1): a follower forwards these, as etcd does.
+            p::Request::LeaseKeepAlive(k) if self.forwarding() => {
+                let r = self.forward(p::Request::LeaseKeepAlive(k)).await;
+                self.reply(conn_id, req_id, more && r.is_ok(), r)
+            }
+            p::Request::LeaseTimeToLive(t) if self.forwarding() => {
+                let r = self.forward(p::Request::LeaseTimeToLive(t)).await;
+                self.reply(conn_id, req_id, false, r)
+            }
             p::Request::LeaseKeepAlive(k) => {
                 self.query(conn_id, req_id, more, Query::LeaseKeepAlive(k.id))
                     .await

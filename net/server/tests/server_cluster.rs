@@ -528,3 +528,145 @@ fn a_member_with_a_different_history_raises_the_corrupt_alarm() {
         r => panic!("a read with CORRUPT raised: {r:?}"),
     }
 }
+
+fn call_ok(c: &mut Client, req: p::Request) -> p::Response {
+    match c.call(req) {
+        Ok(r) => r,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+/// Issue 7, point 1 on a cluster: txn, watch and lease end to end through followers (writes
+/// forwarded to the leader, keepalive and TimeToLive forwarded too, watches served by the
+/// member they were opened on), and a lease expiring on the leader's clock deletes its key on
+/// every member.
+#[test]
+fn txn_watch_and_lease_work_through_any_member() {
+    let c = start_cluster();
+    let leader = wait_for("a leader", Duration::from_secs(30), || agreed_leader(&c));
+    let f1 = (0..3).find(|&i| i != leader).unwrap();
+    let f2 = (0..3).rev().find(|&i| i != leader).unwrap();
+    let mut w = Client::connect_wait(c.servers[f1].client, Duration::from_secs(10));
+    let create = w
+        .send(
+            &p::Request::Watch(p::WatchRequest::Create(p::WatchCreateRequest {
+                key: b"e/".to_vec(),
+                range_end: b"e0".to_vec(),
+                ..Default::default()
+            })),
+            false,
+        )
+        .unwrap();
+    let (id, _, r) = w.recv().unwrap();
+    assert!(id == create && matches!(r, p::Response::Watch(ref x) if x.created));
+    // A txn through the other follower.
+    let mut c2 = Client::connect_wait(c.servers[f2].client, Duration::from_secs(10));
+    let t = call_ok(
+        &mut c2,
+        p::Request::Txn(p::TxnRequest {
+            compare: vec![],
+            success: vec![
+                p::RequestOp::Put(p::PutRequest {
+                    key: b"e/a".to_vec(),
+                    value: b"1".to_vec(),
+                    ..Default::default()
+                }),
+                p::RequestOp::Put(p::PutRequest {
+                    key: b"e/b".to_vec(),
+                    value: b"2".to_vec(),
+                    ..Default::default()
+                }),
+            ],
+            failure: vec![],
+        }),
+    );
+    let p::Response::Txn(t) = t else { panic!() };
+    let (_, _, r) = w.recv().unwrap();
+    let p::Response::Watch(ev) = r else { panic!() };
+    assert_eq!(ev.events.len(), 2);
+    assert!(ev
+        .events
+        .iter()
+        .all(|e| e.kv.mod_revision == t.header.revision));
+    // Lease: granted through a follower, kept alive and inspected through it, revoked.
+    let p::Response::LeaseGrant(g) = call_ok(
+        &mut c2,
+        p::Request::LeaseGrant(p::LeaseGrantRequest { ttl: 30, id: 0 }),
+    ) else {
+        panic!()
+    };
+    call_ok(
+        &mut c2,
+        p::Request::Put(p::PutRequest {
+            key: b"e/l".to_vec(),
+            value: b"x".to_vec(),
+            lease: g.id,
+            ..Default::default()
+        }),
+    );
+    let p::Response::LeaseKeepAlive(ka) = call_ok(
+        &mut c2,
+        p::Request::LeaseKeepAlive(p::LeaseKeepAliveRequest { id: g.id }),
+    ) else {
+        panic!()
+    };
+    assert_eq!((ka.id, ka.ttl), (g.id, 30));
+    let p::Response::LeaseTimeToLive(ttl) = call_ok(
+        &mut c2,
+        p::Request::LeaseTimeToLive(p::LeaseTimeToLiveRequest {
+            id: g.id,
+            keys: true,
+        }),
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        (ttl.granted_ttl, ttl.keys.clone()),
+        (30, vec![b"e/l".to_vec()])
+    );
+    assert!(ttl.ttl > 0 && ttl.ttl <= 30);
+    call_ok(
+        &mut c2,
+        p::Request::LeaseRevoke(p::LeaseRevokeRequest { id: g.id }),
+    );
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let (_, _, r) = w.recv().unwrap();
+        let p::Response::Watch(ev) = r else { panic!() };
+        seen.extend(ev.events.into_iter().map(|e| e.event_type));
+    }
+    assert_eq!(seen, vec![p::EventType::Put, p::EventType::Delete]);
+    // Expiry: the shortest TTL etcd allows with these timings; nobody keeps it alive.
+    let p::Response::LeaseGrant(g) = call_ok(
+        &mut c2,
+        p::Request::LeaseGrant(p::LeaseGrantRequest { ttl: 1, id: 0 }),
+    ) else {
+        panic!()
+    };
+    call_ok(
+        &mut c2,
+        p::Request::Put(p::PutRequest {
+            key: b"e/short".to_vec(),
+            value: b"x".to_vec(),
+            lease: g.id,
+            ..Default::default()
+        }),
+    );
+    let (_, _, r) = w.recv().unwrap();
+    let p::Response::Watch(put) = r else { panic!() };
+    assert_eq!(put.events[0].kv.key, b"e/short");
+    let (_, _, r) = w.recv().unwrap();
+    let p::Response::Watch(del) = r else { panic!() };
+    assert_eq!(
+        (del.events[0].event_type, del.events[0].kv.key.clone()),
+        (p::EventType::Delete, b"e/short".to_vec()),
+        "the lease expired through a revoke entry"
+    );
+    for s in &c.servers {
+        let mut cl = Client::connect_wait(s.client, Duration::from_secs(10));
+        let r = wait_for("the expiry everywhere", Duration::from_secs(10), || {
+            cl.get("e/short", true).ok().filter(|r| r.kvs.is_empty())
+        });
+        assert!(r.kvs.is_empty());
+    }
+}
