@@ -228,3 +228,121 @@ fn a_client_sending_garbage_does_not_affect_another() {
     good.put("still", "fine").unwrap();
     assert_eq!(good.get("still", false).unwrap().kvs[0].value, b"fine");
 }
+
+/// Maintenance end to end: status, hash and HashKV, defragment, a snapshot streamed in chunks
+/// that opens as a store holding the data, and the NOSPACE alarm (raised by the quota, listed,
+/// refusing puts until space is freed and it is disarmed).
+#[test]
+fn maintenance_snapshot_defragment_and_the_nospace_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let client = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let mut args = single_args(dir.path(), ports[0], ports[1]);
+    args.extend(["--quota-backend-bytes".into(), (4 << 20).to_string()]);
+    let s = Server::start("maint", client, dir.path(), args);
+    let mut c = leader(&s);
+    for i in 0..50 {
+        c.put(&format!("m{i:02}"), &"x".repeat(100)).unwrap();
+    }
+    let st = c.status().unwrap();
+    assert!(st.db_size > 0 && st.db_size_in_use > 0 && st.db_size_in_use <= st.db_size);
+    assert_eq!(st.raft_applied_index, st.raft_index);
+    let p::Response::HashKv(h1) = c
+        .call(p::Request::HashKv(p::HashKvRequest { revision: 0 }))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(matches!(
+        c.call(p::Request::Defragment(p::DefragmentRequest {}))
+            .unwrap(),
+        p::Response::Defragment(_)
+    ));
+    let p::Response::HashKv(h2) = c
+        .call(p::Request::HashKv(p::HashKvRequest { revision: 0 }))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(h1.hash, h2.hash, "defragment keeps the data");
+    // Snapshot: chunks until remaining_bytes is 0; the bytes open as a store.
+    let id = c
+        .send(&p::Request::Snapshot(p::SnapshotRequest {}), false)
+        .unwrap();
+    let mut bytes = Vec::new();
+    loop {
+        let (rid, more, r) = c.recv().unwrap();
+        assert_eq!(rid, id);
+        let p::Response::Snapshot(chunk) = r else {
+            panic!("{r:?}")
+        };
+        bytes.extend_from_slice(&chunk.blob);
+        assert_eq!(more, chunk.remaining_bytes > 0);
+        if !more {
+            break;
+        }
+    }
+    let snap = dir.path().join("backup.db");
+    std::fs::write(&snap, &bytes).unwrap();
+    let restored = keel_engine::mvcc::KvStore::open(&snap, Default::default()).unwrap();
+    let r = restored
+        .read()
+        .unwrap()
+        .range(&keel_engine::mvcc::RangeRequest {
+            key: b"m".to_vec(),
+            range_end: b"n".to_vec(),
+            count_only: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.count, 50);
+    // Fill past the 4 MiB quota: NOSPACE is raised and listed, and puts are refused.
+    let big = "y".repeat(64 << 10);
+    let mut refused = None;
+    for i in 0..200 {
+        match c.put(&format!("big{i}"), &big) {
+            Ok(_) => {}
+            Err(CallError::Server(e)) => {
+                refused = Some(e);
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    let e = refused.expect("the quota was reached");
+    assert_eq!(e.message, "etcdserver: mvcc: database space exceeded");
+    let p::Response::Alarm(a) = c
+        .call(p::Request::Alarm(p::AlarmRequest {
+            action: p::AlarmAction::Get,
+            ..Default::default()
+        }))
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(a.alarms.len(), 1);
+    assert_eq!(a.alarms[0].alarm, p::AlarmType::NoSpace);
+    assert!(matches!(c.put("more", "z"), Err(CallError::Server(_))));
+    // Free space (delete, compact, defragment), disarm: puts work again.
+    c.call(p::Request::DeleteRange(p::DeleteRangeRequest {
+        key: b"big".to_vec(),
+        range_end: b"bih".to_vec(),
+        prev_kv: false,
+    }))
+    .unwrap();
+    let rev = c.status().unwrap().header.revision;
+    c.call(p::Request::Compact(p::CompactionRequest {
+        revision: rev,
+        physical: true,
+    }))
+    .unwrap();
+    c.call(p::Request::Defragment(p::DefragmentRequest {}))
+        .unwrap();
+    c.call(p::Request::Alarm(p::AlarmRequest {
+        action: p::AlarmAction::Deactivate,
+        member_id: a.alarms[0].member_id,
+        alarm: p::AlarmType::NoSpace,
+    }))
+    .unwrap();
+    c.put("more", "z").unwrap();
+}
