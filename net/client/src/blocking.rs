@@ -12,7 +12,7 @@
 //! # Ok::<(), keel_client::Error>(())
 //! ```
 
-use std::future::Future;
+use std::future::IntoFuture;
 
 use keel_proto as p;
 
@@ -48,14 +48,14 @@ impl Client {
         &self.inner
     }
 
-    /// Runs any future on this client's runtime.
-    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+    /// Runs any future (or builder, e.g. a [`crate::Get`]) on this client's runtime.
+    pub fn block_on<F: IntoFuture>(&self, f: F) -> F::Output {
+        self.rt.block_on(f.into_future())
     }
 
     /// Reads one key.
     pub fn get(&self, key: impl Into<Vec<u8>>) -> Result<p::RangeResponse> {
-        self.rt.block_on(self.inner.get(key).into_future_boxed())
+        self.block_on(self.inner.get(key))
     }
 
     /// Writes one key.
@@ -64,9 +64,7 @@ impl Client {
         key: impl Into<Vec<u8>>,
         value: impl Into<Vec<u8>>,
     ) -> Result<p::PutResponse> {
-        self.rt.block_on(std::future::IntoFuture::into_future(
-            self.inner.put(key, value),
-        ))
+        self.block_on(self.inner.put(key, value))
     }
 
     /// Deletes one key.
@@ -85,10 +83,3 @@ impl Client {
         self.rt.block_on(self.inner.lease_grant(ttl))
     }
 }
-
-trait IntoFutureBoxed: std::future::IntoFuture + Sized {
-    fn into_future_boxed(self) -> Self::IntoFuture {
-        std::future::IntoFuture::into_future(self)
-    }
-}
-impl<T: std::future::IntoFuture> IntoFutureBoxed for T {}
