@@ -18,7 +18,7 @@ use keel_proto as p;
 use tokio::time::Instant;
 
 use crate::conn::{Conn, ConnError};
-use crate::error::{refused_before_proposal, transient, Error, Result};
+use crate::error::{proposed_maybe, refused_before_proposal, transient, Error, Result};
 
 /// Options for [`Client::connect`].
 #[derive(Debug, Clone)]
@@ -129,16 +129,28 @@ impl Client {
                 sent: Arc::new(AtomicU64::new(0)),
             }),
         };
+        // Like a blocking dial: keep trying every endpoint until one answers or the dial
+        // timeout passes (members may still be starting).
+        let deadline = Instant::now() + client.inner.opts.dial_timeout;
         let mut last = String::new();
         let mut any = false;
-        for i in 0..client.inner.endpoints.len() {
-            match client.conn(i).await {
-                Ok(_) => any = true,
-                Err(e) => last = e,
+        while !any {
+            for i in 0..client.inner.endpoints.len() {
+                match tokio::time::timeout_at(deadline, client.conn(i)).await {
+                    Ok(Ok(_)) => any = true,
+                    Ok(Err(e)) => last = e,
+                    Err(_) => last = "dial timed out".into(),
+                }
             }
-        }
-        if !any {
-            return Err(Error::Unavailable(last));
+            if !any {
+                if Instant::now() >= deadline {
+                    return Err(Error::Unavailable(last));
+                }
+                tokio::time::sleep_until(
+                    (Instant::now() + Duration::from_millis(50)).min(deadline),
+                )
+                .await;
+            }
         }
         if client.inner.opts.prefer_leader {
             client.find_leader().await;
@@ -294,6 +306,9 @@ impl Client {
                     if retry {
                         last = e.message.clone();
                         continue;
+                    }
+                    if kind == Kind::Write && proposed_maybe(code) {
+                        return Err(Error::Unknown(e.message));
                     }
                     return Err(Error::Server(e));
                 }

@@ -11,8 +11,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Error {
     /// The server answered with an error (etcd's code and exact message).
     Server(ErrorResponse),
-    /// A non-idempotent request was sent and then the connection was lost or the deadline passed
-    /// before an answer came: it may or may not have been applied. Never retried by the client.
+    /// A non-idempotent request was sent and then the connection was lost, the deadline passed
+    /// before an answer came, or the server answered that it stopped waiting for the proposal
+    /// (request timed out, leader changed): it may or may not have been applied. Never retried
+    /// by the client.
     Unknown(String),
     /// No endpoint could be reached (or none answered) before the deadline; the request was
     /// either never sent or was idempotent and every attempt failed.
@@ -98,4 +100,17 @@ pub(crate) fn transient(code: Option<ErrorCode>) -> bool {
                 | Some(ErrorCode::Unhealthy)
                 | Some(ErrorCode::NotSupportedForLearner)
         )
+}
+
+/// Server error codes that leave a write's outcome unknown: it may have been proposed and
+/// committed before the server gave up waiting (etcd's timeouts, a leader change, a stop).
+pub(crate) fn proposed_maybe(code: Option<ErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(ErrorCode::Timeout)
+            | Some(ErrorCode::TimeoutDueToLeaderFail)
+            | Some(ErrorCode::TimeoutDueToConnectionLost)
+            | Some(ErrorCode::LeaderChanged)
+            | Some(ErrorCode::Stopped)
+    )
 }
