@@ -269,6 +269,7 @@ impl Client {
         let deadline = Instant::now() + self.inner.opts.request_timeout;
         let mut attempt: u32 = 0;
         let mut last = String::from("no attempt made");
+        let mut failed = vec![false; self.inner.endpoints.len()];
         loop {
             if Instant::now() >= deadline {
                 return Err(if attempt == 0 {
@@ -286,11 +287,24 @@ impl Client {
                 }
             }
             attempt += 1;
-            let i = only.unwrap_or_else(|| self.pick(kind));
+            // Prefer the leader (or the round-robin pick), but not a member that already failed
+            // this call, until every member has.
+            let n = self.inner.endpoints.len();
+            if failed.iter().all(|f| *f) {
+                failed.iter_mut().for_each(|f| *f = false);
+            }
+            let first = self.pick(kind);
+            let i = only.unwrap_or_else(|| {
+                (0..n)
+                    .map(|k| (first + k) % n)
+                    .find(|&j| !failed[j])
+                    .unwrap_or(first)
+            });
             let conn = match tokio::time::timeout_at(deadline, self.conn(i)).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     last = e;
+                    failed[i] = true;
                     self.fail_over(i);
                     continue;
                 }
@@ -305,6 +319,7 @@ impl Client {
                     };
                     if retry {
                         last = e.message.clone();
+                        failed[i] = true;
                         continue;
                     }
                     if kind == Kind::Write && proposed_maybe(code) {
@@ -315,6 +330,7 @@ impl Client {
                 Ok(Ok(resp)) => return Ok(resp),
                 Ok(Err(ConnError::NotSent(why))) => {
                     last = why;
+                    failed[i] = true;
                     self.fail_over(i);
                 }
                 Ok(Err(ConnError::Lost(why))) => {
@@ -326,6 +342,7 @@ impl Client {
                         )));
                     }
                     last = why;
+                    failed[i] = true;
                     self.fail_over(i);
                 }
                 Err(_) => {

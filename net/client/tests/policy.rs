@@ -1,0 +1,250 @@
+//! The retry policy and pipelining against scripted fake members (keel's protocol over loopback
+//! TCP, no Raft): a write whose connection dies after it was sent is reported as an unknown
+//! outcome and sent nowhere else; a read in the same situation is retried on another member; a
+//! write refused before proposal (NoLeader, TooManyRequests) or never sent is retried; responses
+//! answered out of order reach their own callers.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_client::{proto as p, Client, ConnectOptions, Error};
+
+/// What a fake member does with one request.
+enum Act {
+    Reply(p::Response),
+    /// Close the connection without answering.
+    Close,
+    /// Hold the request; answer every held one, newest first, when `n` are held.
+    HoldReverse(usize, p::Response),
+}
+
+type Script = Arc<dyn Fn(&p::Request, usize) -> Act + Send + Sync>;
+
+struct Fake {
+    addr: String,
+    seen: Arc<Mutex<Vec<p::Request>>>,
+}
+
+fn header(member: u64) -> p::ResponseHeader {
+    p::ResponseHeader {
+        cluster_id: 7,
+        member_id: member,
+        revision: 1,
+        raft_term: 1,
+    }
+}
+
+/// A fake member `member` (the leader is member 1). `script` sees every non-Status request with
+/// its index among them.
+fn fake(member: u64, script: Script) -> Fake {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let seen = seen2.clone();
+            let script = script.clone();
+            std::thread::spawn(move || serve(member, s, seen, script));
+        }
+    });
+    Fake { addr, seen }
+}
+
+fn serve(member: u64, mut s: TcpStream, seen: Arc<Mutex<Vec<p::Request>>>, script: Script) {
+    let mut dec = p::FrameDecoder::new(p::limits::DEFAULT_MAX_REQUEST_PAYLOAD);
+    let mut held: Vec<(u64, p::Response)> = Vec::new();
+    loop {
+        loop {
+            let (id, req) = match dec.decode() {
+                Ok(p::Decoded::Frame(f)) => (f.header.request_id, f.decode_request().unwrap()),
+                Ok(p::Decoded::NeedMore(_)) => break,
+                Err(e) => panic!("client sent a bad frame: {e}"),
+            };
+            let act = if let p::Request::Status(_) = req {
+                Act::Reply(p::Response::Status(p::StatusResponse {
+                    header: header(member),
+                    leader: 1,
+                    ..Default::default()
+                }))
+            } else {
+                let n = {
+                    let mut v = seen.lock().unwrap();
+                    v.push(req.clone());
+                    v.len() - 1
+                };
+                script(&req, n)
+            };
+            let mut out = Vec::new();
+            match act {
+                Act::Reply(r) => p::encode_response(&mut out, id, false, &r).unwrap(),
+                Act::Close => return,
+                Act::HoldReverse(n, r) => {
+                    held.push((id, r));
+                    if held.len() == n {
+                        for (id, r) in held.drain(..).rev() {
+                            p::encode_response(&mut out, id, false, &r).unwrap();
+                        }
+                    }
+                }
+            }
+            if s.write_all(&out).is_err() {
+                return;
+            }
+        }
+        let buf = dec.read_buf(64 << 10);
+        match s.read(buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => dec.filled(n),
+        }
+    }
+}
+
+fn put_ok() -> p::Response {
+    p::Response::Put(p::PutResponse {
+        header: header(1),
+        prev_kv: None,
+    })
+}
+
+fn range_of(key: &[u8]) -> p::Response {
+    p::Response::Range(p::RangeResponse {
+        header: header(1),
+        kvs: vec![p::KeyValue {
+            key: key.to_vec(),
+            value: key.to_vec(),
+            ..Default::default()
+        }],
+        count: 1,
+        more: false,
+    })
+}
+
+fn err(code: p::ErrorCode) -> p::Response {
+    p::Response::Error(p::ErrorResponse::new(code))
+}
+
+fn puts(f: &Fake) -> usize {
+    f.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| matches!(r, p::Request::Put(_)))
+        .count()
+}
+
+async fn connect(eps: &[&Fake]) -> Client {
+    let opts = ConnectOptions::default().with_request_timeout(Duration::from_secs(3));
+    Client::connect(eps.iter().map(|f| f.addr.clone()), opts)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_write_lost_after_sending_is_unknown_and_not_resent() {
+    let a = fake(1, Arc::new(|_, _| Act::Close));
+    let b = fake(2, Arc::new(|_, _| Act::Reply(put_ok())));
+    let c = connect(&[&a, &b]).await;
+    assert_eq!(c.leader_endpoint(), 0);
+    match c.put("k", "v").await {
+        Err(Error::Unknown(_)) => {}
+        r => panic!("expected an unknown outcome, got {r:?}"),
+    }
+    assert_eq!(puts(&a), 1, "sent once");
+    assert_eq!(puts(&b), 0, "never re-sent elsewhere");
+}
+
+#[tokio::test]
+async fn a_write_the_server_timed_out_is_unknown() {
+    let a = fake(1, Arc::new(|_, _| Act::Reply(err(p::ErrorCode::Timeout))));
+    let c = connect(&[&a]).await;
+    assert!(matches!(c.put("k", "v").await, Err(Error::Unknown(_))));
+    assert_eq!(puts(&a), 1);
+}
+
+#[tokio::test]
+async fn a_read_lost_after_sending_is_retried_elsewhere() {
+    let a = fake(1, Arc::new(|_, _| Act::Close));
+    let b = fake(
+        2,
+        Arc::new(|r, _| match r {
+            p::Request::Range(g) => Act::Reply(range_of(&g.key)),
+            _ => Act::Close,
+        }),
+    );
+    let c = connect(&[&a, &b]).await;
+    let r = c.get("k").await.unwrap();
+    assert_eq!(r.kvs[0].key, b"k");
+    assert_eq!(a.seen.lock().unwrap().len(), 1);
+    assert_eq!(b.seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_write_refused_before_proposal_is_retried() {
+    let a = fake(
+        1,
+        Arc::new(|_, n| match n {
+            0 => Act::Reply(err(p::ErrorCode::NoLeader)),
+            1 => Act::Reply(err(p::ErrorCode::TooManyRequests)),
+            _ => Act::Reply(put_ok()),
+        }),
+    );
+    let c = connect(&[&a]).await;
+    c.put("k", "v").await.unwrap();
+    assert_eq!(puts(&a), 3);
+}
+
+#[tokio::test]
+async fn a_definite_server_error_is_returned_as_is() {
+    let a = fake(1, Arc::new(|_, _| Act::Reply(err(p::ErrorCode::EmptyKey))));
+    let c = connect(&[&a]).await;
+    match c.put("", "v").await {
+        Err(e) => assert_eq!(e.code(), Some(p::ErrorCode::EmptyKey)),
+        Ok(r) => panic!("{r:?}"),
+    }
+    assert_eq!(puts(&a), 1);
+}
+
+#[tokio::test]
+async fn a_write_to_an_unreachable_member_goes_to_the_next() {
+    // A port nothing listens on (bound, then released).
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let b = fake(1, Arc::new(|_, _| Act::Reply(put_ok())));
+    let opts = ConnectOptions::default().with_request_timeout(Duration::from_secs(3));
+    let c = Client::connect([dead, b.addr.clone()], opts).await.unwrap();
+    c.put("k", "v").await.unwrap();
+    assert_eq!(puts(&b), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_answered_out_of_order_reach_their_callers() {
+    const N: usize = 32;
+    let a = fake(
+        1,
+        Arc::new(|r, _| match r {
+            p::Request::Range(g) => Act::HoldReverse(N, range_of(&g.key)),
+            _ => Act::Close,
+        }),
+    );
+    let c = connect(&[&a]).await;
+    let before = c.requests_sent();
+    let calls = (0..N).map(|i| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let k = format!("key-{i}");
+            let r = c.get(k.clone()).await.unwrap();
+            assert_eq!(r.kvs[0].key, k.as_bytes());
+        })
+    });
+    // All N are in flight at once on one connection (the fake answers only when it holds N).
+    for t in calls.collect::<Vec<_>>() {
+        t.await.unwrap();
+    }
+    assert_eq!(c.requests_sent() - before, N as u64);
+}
