@@ -43,6 +43,31 @@ impl Client {
         expect_response!(r, Status)
     }
 
+    /// A health probe of endpoint `endpoint`, as etcdctl's `endpoint health` does it: a
+    /// linearizable read of the key `health` answered by that member (it needs a leader and a
+    /// quorum). Returns how long it took.
+    pub async fn health_on(&self, endpoint: usize) -> Result<std::time::Duration> {
+        let t = std::time::Instant::now();
+        let r = self
+            .call_on(
+                p::Request::Range(p::RangeRequest {
+                    key: b"health".to_vec(),
+                    ..Default::default()
+                }),
+                Kind::Idempotent,
+                Some(endpoint),
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(t.elapsed()),
+            // etcd counts a permission error as healthy: the member answered.
+            Err(Error::Server(e)) if e.error_code() == Some(p::ErrorCode::PermissionDenied) => {
+                Ok(t.elapsed())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The hash of the member's whole backend (endpoint `endpoint`).
     pub async fn hash_on(&self, endpoint: usize) -> Result<p::HashResponse> {
         let r = self

@@ -284,3 +284,88 @@ fn normaliser_blanks_only_what_it_should() {
     );
     let _ = Path::new("");
 }
+
+/// Runs a never-ending command (a watch) until it printed `lines` lines, then kills it.
+fn run_lines(program: &Path, endpoint: &str, args: &[&str], lines: usize) -> Vec<String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(program)
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout).lines() {
+            if tx.send(l.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    while out.len() < lines {
+        match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(l) => out.push(l),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+#[test]
+fn keelctl_watch_prints_what_etcdctl_watch_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let keel = keel_single(dir.path());
+    let etcd = etcd_single(dir.path());
+    let keelctl = keelctl_bin();
+    let etcdctl = PathBuf::from("etcdctl");
+    wait_ready(&keelctl, &keel.endpoint(), &keel);
+    wait_ready(&etcdctl, &etcd.endpoint(), &etcd);
+    // The same history on both: revisions 2..=6.
+    for (ctl, ep) in [(&keelctl, keel.endpoint()), (&etcdctl, etcd.endpoint())] {
+        for line in [
+            &["put", "w/a", "1"][..],
+            &["put", "w/b", "2"],
+            &["put", "w/a", "3"],
+            &["put", "x", "4"],
+            &["del", "w/", "--prefix"],
+        ] {
+            assert_eq!(run_ctl(ctl, &ep, line, "").code, 0);
+        }
+    }
+    // Replayed from revision 2: puts of w/a, w/b, w/a, deletes of w/a and w/b (a replay comes
+    // as one batch, one JSON line).
+    for (args, lines) in [
+        (&["watch", "w/", "--prefix", "--rev=2"][..], 15),
+        (&["watch", "w/", "--prefix", "--rev=2", "--prev-kv"], 21),
+        (&["watch", "w/a", "--rev=2", "-w", "json"], 1),
+        (
+            &[
+                "watch",
+                "w/",
+                "--prefix",
+                "--rev=3",
+                "--prev-kv",
+                "-w",
+                "json",
+            ],
+            1,
+        ),
+    ] {
+        let k = run_lines(&keelctl, &keel.endpoint(), args, lines);
+        let e = run_lines(&etcdctl, &etcd.endpoint(), args, lines);
+        assert_eq!(
+            e.len(),
+            lines,
+            "etcdctl {args:?} printed {e:?} (expected line count is wrong)"
+        );
+        let k = normalise(&k.join("\n"), &[]);
+        let e = normalise(&e.join("\n"), &[]);
+        assert_eq!(k, e, "`{}` differs", args.join(" "));
+    }
+}
