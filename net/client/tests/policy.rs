@@ -248,3 +248,28 @@ async fn pipelined_requests_answered_out_of_order_reach_their_callers() {
     }
     assert_eq!(c.requests_sent() - before, N as u64);
 }
+
+#[tokio::test]
+async fn serializable_reads_are_spread_over_the_members() {
+    let script: Script = Arc::new(|r, _| match r {
+        p::Request::Range(g) => Act::Reply(range_of(&g.key)),
+        _ => Act::Close,
+    });
+    let fakes: Vec<Fake> = (1..=3).map(|m| fake(m, script.clone())).collect();
+    let c = connect(&fakes.iter().collect::<Vec<_>>()).await;
+    for i in 0..9 {
+        c.get(format!("k{i}")).serializable().await.unwrap();
+    }
+    for f in &fakes {
+        assert_eq!(
+            f.seen.lock().unwrap().len(),
+            3,
+            "each member serves a third"
+        );
+    }
+    // Linearizable reads all go to the leader (member 1).
+    for i in 0..3 {
+        c.get(format!("l{i}")).await.unwrap();
+    }
+    assert_eq!(fakes[0].seen.lock().unwrap().len(), 6);
+}

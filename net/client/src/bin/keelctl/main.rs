@@ -712,16 +712,26 @@ async fn run(cli: Cli, format: Format) -> i32 {
                         Err(e) => eprintln!("Failed to get the hash of endpoint {ep} ({e})"),
                     }
                 }
-                for (ep, h) in rows {
-                    match format {
-                        Format::Json => println!(
-                            "[{{\"Endpoint\":{},\"HashKV\":{{\"header\":{},\"hash\":{},\"compact_revision\":{}}}}}]",
-                            out::json_str(&ep),
-                            out::header_json(&h.header),
-                            h.hash,
-                            h.compact_revision
-                        ),
-                        _ => println!("{ep}, {}", h.hash),
+                match format {
+                    Format::Json => {
+                        let items: Vec<String> = rows
+                            .iter()
+                            .map(|(ep, h)| {
+                                format!(
+                                    "{{\"Endpoint\":{},\"HashKV\":{{\"header\":{},\"hash\":{},\"compact_revision\":{}}}}}",
+                                    out::json_str(ep),
+                                    out::header_json(&h.header),
+                                    h.hash,
+                                    h.compact_revision
+                                )
+                            })
+                            .collect();
+                        println!("[{}]", items.join(","));
+                    }
+                    _ => {
+                        for (ep, h) in rows {
+                            println!("{ep}, {}", h.hash);
+                        }
                     }
                 }
             }
