@@ -219,11 +219,19 @@ impl Mutex {
         let (pfx, key) = queue_key(&self.prefix, self.session.lease());
         let rev = enqueue(&self.session, &pfx, &key, b"").await?;
         let c = self.session.client();
+        // If this future is dropped while waiting, leave the queue (in the background).
+        let mut leave = LeaveQueue {
+            client: c.clone(),
+            key: key.clone(),
+            rev,
+            armed: true,
+        };
         let waited = async {
             wait_deletes(c, &pfx, rev - 1).await?;
             still_ours(&self.session, &key, rev).await
         }
         .await;
+        leave.armed = false;
         match waited {
             Ok(()) => Ok(LockGuard {
                 session: self.session.clone(),
@@ -240,6 +248,35 @@ impl Mutex {
                     .await;
                 Err(e)
             }
+        }
+    }
+}
+
+/// Deletes a queued lock key (if it is still ours) when dropped armed: a `lock()` future
+/// cancelled while waiting must not leave a key that every later contender waits behind.
+struct LeaveQueue {
+    client: Client,
+    key: Vec<u8>,
+    rev: i64,
+    armed: bool,
+}
+
+impl Drop for LeaveQueue {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let c = self.client.clone();
+            let key = std::mem::take(&mut self.key);
+            let rev = self.rev;
+            h.spawn(async move {
+                let _ = c
+                    .txn()
+                    .when([Compare::create_revision(key.clone()).eq(rev)])
+                    .and_then([Op::delete(key)])
+                    .await;
+            });
         }
     }
 }

@@ -246,3 +246,41 @@ async fn election_one_leader_at_a_time_in_campaign_order_observed() {
     }
     assert!(matches!(observer.leader().await, Err(Error::NoLeader)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_lock_call_leaves_the_queue() {
+    let (_dir, srv) = server();
+    let admin = client(&srv).await;
+    let c = client(&srv).await;
+    let s1 = Session::new(&c, 60).await.unwrap();
+    let s2 = Session::new(&c, 60).await.unwrap();
+    let s3 = Session::new(&c, 60).await.unwrap();
+    let g1 = Mutex::new(&s1, "/lock/d").lock().await.unwrap();
+    // Contender 2 queues, then gives up (its future is dropped).
+    let m2 = Mutex::new(&s2, "/lock/d");
+    let waiting = tokio::spawn(async move { m2.lock().await.map(|g| g.fencing_token()) });
+    queued(&admin, "/lock/d", 2).await;
+    waiting.abort();
+    let _ = waiting.await;
+    // Contender 3 queues behind; when 1 unlocks, 3 gets the lock (2 left the queue).
+    let m3 = Mutex::new(&s3, "/lock/d");
+    let third = tokio::spawn(async move { m3.lock().await.map(|g| g.fencing_token()) });
+    // Wait until 2's key is gone and 3's is there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = admin.get("/lock/d/").prefix().await.unwrap();
+        let leases: Vec<i64> = r.kvs.iter().map(|kv| kv.lease).collect();
+        if leases.contains(&s3.lease()) && !leases.contains(&s2.lease()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "queue {leases:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    g1.unlock().await.unwrap();
+    let t3 = tokio::time::timeout(Duration::from_secs(20), third)
+        .await
+        .expect("contender 3 is not stuck behind the cancelled one")
+        .unwrap()
+        .unwrap();
+    assert!(t3 > 0);
+}
