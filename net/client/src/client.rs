@@ -27,6 +27,12 @@ pub struct ConnectOptions {
     pub dial_timeout: Duration,
     /// Deadline of one call, retries included (etcdctl's `--command-timeout`, default 5 s).
     pub request_timeout: Duration,
+    /// How long a watch stream may stay silent before the client checks the connection with a
+    /// progress request (etcdctl's `--keepalive-time`); a check unanswered within
+    /// `keepalive_timeout` moves the watch to another member.
+    pub keepalive_time: Duration,
+    /// See [`ConnectOptions::keepalive_time`] (etcdctl's `--keepalive-timeout`).
+    pub keepalive_timeout: Duration,
     /// Send linearizable reads and writes to the leader (found through Status) rather than to
     /// the first endpoint (a follower forwards writes, so this is an optimisation).
     pub prefer_leader: bool,
@@ -37,6 +43,8 @@ impl Default for ConnectOptions {
         ConnectOptions {
             dial_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
+            keepalive_time: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(6),
             prefer_leader: true,
         }
     }
@@ -46,6 +54,12 @@ impl ConnectOptions {
     /// Sets [`ConnectOptions::dial_timeout`].
     pub fn with_dial_timeout(mut self, t: Duration) -> Self {
         self.dial_timeout = t;
+        self
+    }
+    /// Sets [`ConnectOptions::keepalive_time`] and [`ConnectOptions::keepalive_timeout`].
+    pub fn with_keepalive(mut self, time: Duration, timeout: Duration) -> Self {
+        self.keepalive_time = time;
+        self.keepalive_timeout = timeout;
         self
     }
     /// Sets [`ConnectOptions::request_timeout`].

@@ -176,6 +176,13 @@ impl Conn {
         })
     }
 
+    /// Declares the connection dead (e.g. a liveness probe went unanswered): pending requests
+    /// fail as lost, and the client dials again on next use.
+    pub(crate) fn abort(&self, why: &str) {
+        self.reader.abort();
+        self.shared.close(why);
+    }
+
     /// True once the connection broke or was closed.
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)

@@ -194,9 +194,45 @@ async fn run(
             }
         };
         let mut watch_id = None;
+        // Liveness: after `keepalive_time` of silence, a progress request must be answered
+        // within `keepalive_timeout`, or the watch moves elsewhere (a peer that vanished without
+        // a reset would otherwise hold the watch forever).
+        let (ka_time, ka_timeout) = (
+            client.options().keepalive_time,
+            client.options().keepalive_timeout,
+        );
+        let mut quiet = Box::pin(tokio::time::sleep(ka_time));
+        let mut probe: Option<tokio::task::JoinHandle<bool>> = None;
         loop {
             let item = tokio::select! {
-                item = frames.recv() => item,
+                item = frames.recv() => {
+                    quiet.as_mut().reset(tokio::time::Instant::now() + ka_time);
+                    item
+                }
+                _ = quiet.as_mut(), if probe.is_none() => {
+                    let c = conn.clone();
+                    probe = Some(tokio::spawn(async move {
+                        let req = p::Request::Watch(p::WatchRequest::Progress(
+                            p::WatchProgressRequest {},
+                        ));
+                        matches!(
+                            tokio::time::timeout(ka_timeout, c.unary(&req)).await,
+                            Ok(Ok(_))
+                        )
+                    }));
+                    continue;
+                }
+                alive = async { probe.as_mut().expect("probe").await }, if probe.is_some() => {
+                    probe = None;
+                    if alive.unwrap_or(false) {
+                        quiet.as_mut().reset(tokio::time::Instant::now() + ka_time);
+                        continue;
+                    }
+                    // Dead connection: drop it for everyone, resume on another member.
+                    conn.abort("no answer to a liveness probe");
+                    attempt += 1;
+                    break;
+                }
                 _ = tx.closed() => {
                     if let Some(wid) = watch_id {
                         conn.fire(&p::Request::Watch(p::WatchRequest::Cancel(

@@ -18,6 +18,10 @@ enum Act {
     Close,
     /// Hold the request; answer every held one, newest first, when `n` are held.
     HoldReverse(usize, p::Response),
+    /// Answer with a stream: every response but the last with MORE.
+    Stream(Vec<p::Response>),
+    /// Never answer (the connection stays open).
+    Silent,
 }
 
 type Script = Arc<dyn Fn(&p::Request, usize) -> Act + Send + Sync>;
@@ -82,6 +86,13 @@ fn serve(member: u64, mut s: TcpStream, seen: Arc<Mutex<Vec<p::Request>>>, scrip
             match act {
                 Act::Reply(r) => p::encode_response(&mut out, id, false, &r).unwrap(),
                 Act::Close => return,
+                Act::Silent => {}
+                Act::Stream(rs) => {
+                    // Keep the stream open: every frame with MORE.
+                    for r in rs {
+                        p::encode_response(&mut out, id, true, &r).unwrap();
+                    }
+                }
                 Act::HoldReverse(n, r) => {
                     held.push((id, r));
                     if held.len() == n {
@@ -272,4 +283,88 @@ async fn serializable_reads_are_spread_over_the_members() {
         c.get(format!("l{i}")).await.unwrap();
     }
     assert_eq!(fakes[0].seen.lock().unwrap().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_silent_member_moves_to_another_and_resumes() {
+    // Member 1 creates the watch at revision 10, delivers revision 11, then goes silent (no
+    // answers, no reset). Member 2 serves the watch from wherever the client resumes.
+    let watch_created = |member: u64, rev: i64| {
+        p::Response::Watch(p::WatchResponse {
+            header: p::ResponseHeader {
+                revision: rev,
+                ..header(member)
+            },
+            watch_id: 1,
+            created: true,
+            ..Default::default()
+        })
+    };
+    let a = fake(
+        1,
+        Arc::new(move |r, n| match (r, n) {
+            (p::Request::Watch(p::WatchRequest::Create(_)), 0) => Act::Stream(vec![
+                watch_created(1, 10),
+                p::Response::Watch(p::WatchResponse {
+                    header: p::ResponseHeader {
+                        revision: 11,
+                        ..header(1)
+                    },
+                    watch_id: 1,
+                    events: vec![p::Event {
+                        event_type: p::EventType::Put,
+                        kv: p::KeyValue {
+                            key: b"w".to_vec(),
+                            mod_revision: 11,
+                            ..Default::default()
+                        },
+                        prev_kv: None,
+                    }],
+                    ..Default::default()
+                }),
+            ]),
+            _ => Act::Silent,
+        }),
+    );
+    let b = fake(
+        2,
+        Arc::new(move |r, _| match r {
+            p::Request::Watch(p::WatchRequest::Create(c)) => {
+                Act::Stream(vec![watch_created(2, c.start_revision - 1)])
+            }
+            _ => Act::Silent,
+        }),
+    );
+    let opts = ConnectOptions::default()
+        .with_request_timeout(Duration::from_secs(3))
+        .with_keepalive(Duration::from_millis(200), Duration::from_millis(300));
+    let c = Client::connect([a.addr.clone(), b.addr.clone()], opts)
+        .await
+        .unwrap();
+    let mut w = c.watch("w").await.unwrap();
+    let first = w.next().await.unwrap().unwrap();
+    assert_eq!(first.events[0].kv.mod_revision, 11);
+    // The watch moves to member 2 and asks for revision 12 onwards: no gap, no duplicate.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let resumed = loop {
+        let creates: Vec<i64> = b
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| match r {
+                p::Request::Watch(p::WatchRequest::Create(c)) => Some(c.start_revision),
+                _ => None,
+            })
+            .collect();
+        if let Some(&rev) = creates.first() {
+            break rev;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never moved"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(resumed, 12);
 }
