@@ -23,6 +23,61 @@ impl Client {
         expect_response!(r, MemberList)
     }
 
+    /// Adds a member with `peer_urls` (as a learner when `is_learner`).
+    pub async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<p::MemberAddResponse> {
+        let r = self
+            .call(
+                p::Request::MemberAdd(p::MemberAddRequest {
+                    peer_urls,
+                    is_learner,
+                }),
+                Kind::Write,
+            )
+            .await?;
+        expect_response!(r, MemberAdd)
+    }
+
+    /// Removes member `id`.
+    pub async fn member_remove(&self, id: u64) -> Result<p::MemberRemoveResponse> {
+        let r = self
+            .call(
+                p::Request::MemberRemove(p::MemberRemoveRequest { id }),
+                Kind::Write,
+            )
+            .await?;
+        expect_response!(r, MemberRemove)
+    }
+
+    /// Changes member `id`'s peer URLs.
+    pub async fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> Result<p::MemberUpdateResponse> {
+        let r = self
+            .call(
+                p::Request::MemberUpdate(p::MemberUpdateRequest { id, peer_urls }),
+                Kind::Write,
+            )
+            .await?;
+        expect_response!(r, MemberUpdate)
+    }
+
+    /// Promotes learner `id` to a voting member.
+    pub async fn member_promote(&self, id: u64) -> Result<p::MemberPromoteResponse> {
+        let r = self
+            .call(
+                p::Request::MemberPromote(p::MemberPromoteRequest { id }),
+                Kind::Write,
+            )
+            .await?;
+        expect_response!(r, MemberPromote)
+    }
+
     /// Status of the member behind endpoint `endpoint` (an index into [`Client::endpoints`]).
     pub async fn status_on(&self, endpoint: usize) -> Result<p::StatusResponse> {
         let r = self

@@ -47,6 +47,12 @@ struct Cli {
     /// timeout for short running command (excluding dial timeout)
     #[arg(long, global = true, env = "KEELCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     command_timeout: Duration,
+    /// keepalive time for client connections (a silent watch stream is probed after it)
+    #[arg(long, global = true, env = "KEELCTL_KEEPALIVE_TIME", default_value = "2s", value_parser = parse_duration)]
+    keepalive_time: Duration,
+    /// keepalive timeout for client connections
+    #[arg(long, global = true, env = "KEELCTL_KEEPALIVE_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    keepalive_timeout: Duration,
     /// set the output format (json, simple, table)
     #[arg(
         short = 'w',
@@ -211,6 +217,36 @@ enum LeaseCmd {
 enum MemberCmd {
     /// Lists all members in the cluster
     List,
+    /// Adds a member into the cluster
+    Add {
+        name: Vec<String>,
+        #[arg(long, default_value = "")]
+        peer_urls: String,
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Removes a member from the cluster
+    Remove { id: Vec<String> },
+    /// Updates a member in the cluster
+    Update {
+        id: Vec<String>,
+        #[arg(long, default_value = "")]
+        peer_urls: String,
+    },
+    /// Promotes a non-voting member in the cluster
+    Promote { id: Vec<String> },
+}
+
+fn member_id_arg(args: &[String]) -> u64 {
+    if args.len() != 1 {
+        exit_error(EXIT_BAD_ARGS, "member ID is not provided");
+    }
+    u64::from_str_radix(&args[0], 16).unwrap_or_else(|e| {
+        exit_error(
+            EXIT_BAD_ARGS,
+            &format!("bad member ID arg ({e}), expecting ID in Hex"),
+        )
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -481,7 +517,8 @@ fn main() {
 async fn connect(cli: &Cli) -> Client {
     let opts = ConnectOptions::default()
         .with_dial_timeout(cli.dial_timeout)
-        .with_request_timeout(cli.command_timeout);
+        .with_request_timeout(cli.command_timeout)
+        .with_keepalive(cli.keepalive_time, cli.keepalive_timeout);
     match Client::connect(cli.endpoints.clone(), opts).await {
         Ok(c) => c,
         Err(_) => exit_error(EXIT_BAD_CONNECTION, "context deadline exceeded"),
@@ -670,6 +707,55 @@ async fn run(cli: Cli, format: Format) -> i32 {
         Cmd::Member(MemberCmd::List) => {
             let r = client.member_list().await.unwrap_or_else(|e| fail(e));
             pr.member_list(&r);
+        }
+        Cmd::Member(MemberCmd::Add {
+            name,
+            peer_urls,
+            learner,
+        }) => {
+            if name.is_empty() {
+                exit_error(EXIT_BAD_ARGS, "member name not provided");
+            }
+            if name.len() > 1 {
+                let mut ev = String::from("too many arguments");
+                for s in name {
+                    if s.to_lowercase().starts_with("http") {
+                        ev.push_str(&format!(", did you mean --peer-urls={s}"));
+                    }
+                }
+                exit_error(EXIT_BAD_ARGS, &ev);
+            }
+            if peer_urls.is_empty() {
+                exit_error(EXIT_BAD_ARGS, "member peer urls not provided");
+            }
+            let urls: Vec<String> = peer_urls.split(',').map(str::to_string).collect();
+            let r = client
+                .member_add(urls, *learner)
+                .await
+                .unwrap_or_else(|e| fail(e));
+            pr.member_add(&r, &name[0], peer_urls);
+        }
+        Cmd::Member(MemberCmd::Remove { id }) => {
+            let id = member_id_arg(id);
+            let r = client.member_remove(id).await.unwrap_or_else(|e| fail(e));
+            pr.member_changed("removed from", id, &r.header, &r.members);
+        }
+        Cmd::Member(MemberCmd::Update { id, peer_urls }) => {
+            let id = member_id_arg(id);
+            if peer_urls.is_empty() {
+                exit_error(EXIT_BAD_ARGS, "member peer urls not provided");
+            }
+            let urls: Vec<String> = peer_urls.split(',').map(str::to_string).collect();
+            let r = client
+                .member_update(id, urls)
+                .await
+                .unwrap_or_else(|e| fail(e));
+            pr.member_changed("updated in", id, &r.header, &r.members);
+        }
+        Cmd::Member(MemberCmd::Promote { id }) => {
+            let id = member_id_arg(id);
+            let r = client.member_promote(id).await.unwrap_or_else(|e| fail(e));
+            pr.member_changed("promoted in", id, &r.header, &r.members);
         }
         Cmd::Endpoint(e) => match e {
             EndpointCmd::Status => {

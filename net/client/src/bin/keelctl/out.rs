@@ -227,6 +227,22 @@ fn alarm_name(a: p::AlarmType) -> &'static str {
     }
 }
 
+/// Go's `%q` for printable strings (escapes quotes and backslashes).
+pub fn go_quote(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\t' => o.push_str("\\t"),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
 /// go-humanize's `Bytes` (SI units).
 pub fn humanize_bytes(s: u64) -> String {
     const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
@@ -624,6 +640,74 @@ impl Printer {
                 );
                 let _ = write!(self.out, "{t}");
             }
+        }
+    }
+
+    /// `member add`: etcdctl's confirmation and the environment for the new member.
+    pub fn member_add(&mut self, r: &p::MemberAddResponse, name: &str, peer_urls: &str) {
+        let new_id = r.member.as_ref().map_or(0, |m| m.id);
+        match self.format {
+            Format::Simple => {
+                self.line(&format!(
+                    "Member {:16x} added to cluster {:16x}",
+                    new_id, r.header.cluster_id
+                ));
+                let mut conf = Vec::new();
+                for m in &r.members {
+                    for u in &m.peer_urls {
+                        let n = if m.id == new_id { name } else { &m.name };
+                        conf.push(format!("{n}={u}"));
+                    }
+                }
+                self.line("");
+                self.line(&format!("ETCD_NAME={}", go_quote(name)));
+                self.line(&format!(
+                    "ETCD_INITIAL_CLUSTER={}",
+                    go_quote(&conf.join(","))
+                ));
+                self.line(&format!(
+                    "ETCD_INITIAL_ADVERTISE_PEER_URLS={}",
+                    go_quote(peer_urls)
+                ));
+                self.line("ETCD_INITIAL_CLUSTER_STATE=\"existing\"");
+            }
+            Format::Json => {
+                let mut o = Obj::default();
+                o.raw("header", &header_json(&r.header));
+                if let Some(m) = &r.member {
+                    o.raw("member", &member_json(m));
+                }
+                if !r.members.is_empty() {
+                    o.raw("members", &list(r.members.iter().map(member_json)));
+                }
+                self.line(&o.done());
+            }
+            Format::Table => self.unsupported(),
+        }
+    }
+
+    /// `member remove/update/promote`.
+    pub fn member_changed(
+        &mut self,
+        verb: &str,
+        id: u64,
+        header: &p::ResponseHeader,
+        members: &[p::Member],
+    ) {
+        match self.format {
+            Format::Simple => self.line(&format!(
+                "Member {:16x} {verb} cluster {:16x}",
+                id, header.cluster_id
+            )),
+            Format::Json => {
+                let mut o = Obj::default();
+                o.raw("header", &header_json(header));
+                if !members.is_empty() {
+                    o.raw("members", &list(members.iter().map(member_json)));
+                }
+                self.line(&o.done());
+            }
+            Format::Table => self.unsupported(),
         }
     }
 
