@@ -521,7 +521,8 @@ async fn connect(cli: &Cli) -> Client {
         .with_keepalive(cli.keepalive_time, cli.keepalive_timeout);
     match Client::connect(cli.endpoints.clone(), opts).await {
         Ok(c) => c,
-        Err(_) => exit_error(EXIT_BAD_CONNECTION, "context deadline exceeded"),
+        // etcdctl 3.4 dials lazily: the failure surfaces from the command itself (exit 1).
+        Err(_) => exit_error(EXIT_ERROR, "context deadline exceeded"),
     }
 }
 
