@@ -183,6 +183,13 @@ fn script() -> Vec<(Vec<&'static str>, &'static str)> {
         c("compaction 6 --physical -w json"),
         c("get foo --rev=1000"),
         c("del f --prefix -w json"),
+        (vec!["put", "", "v"], ""),
+        c("put k v --lease=1234"),
+        c("put missing --ignore-value"),
+        c("put missing v --ignore-lease"),
+        c("lease timetolive 1234"),
+        c("get a --sort-by=NOPE"),
+        c("get a --prefix --from-key"),
         c("get f --prefix --count-only -w json"),
     ]
 }

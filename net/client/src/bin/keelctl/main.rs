@@ -320,11 +320,13 @@ fn parse_lease(s: &str, what: &str) -> i64 {
 }
 
 /// Builds the range request of `get` (etcdctl's `getGetOp`).
-pub fn get_request(a: &GetArgs) -> Result<p::RangeRequest, String> {
+pub fn get_request(a: &GetArgs) -> Result<p::RangeRequest, (i32, String)> {
+    let bad = |s: &str| (EXIT_BAD_ARGS, s.to_string());
+    let feature = |s: String| (EXIT_BAD_FEATURE, s);
     if a.prefix && a.from_key {
-        return Err(
-            "`--prefix` and `--from-key` cannot be set at the same time, choose one".into(),
-        );
+        return Err(bad(
+            "`--prefix` and `--from-key` cannot be set at the same time, choose one",
+        ));
     }
     let mut r = p::RangeRequest {
         key: a.key.as_bytes().to_vec(),
@@ -333,11 +335,11 @@ pub fn get_request(a: &GetArgs) -> Result<p::RangeRequest, String> {
     match a.consistency.as_str() {
         "s" => r.serializable = true,
         "l" => {}
-        c => return Err(format!("unknown consistency flag {c:?}")),
+        c => return Err(feature(format!("unknown consistency flag {c:?}"))),
     }
     if let Some(end) = &a.range_end {
         if a.prefix || a.from_key {
-            return Err("too many arguments, only accept one argument when `--prefix` or `--from-key` is set".into());
+            return Err(bad("too many arguments, only accept one argument when `--prefix` or `--from-key` is set"));
         }
         r.range_end = end.as_bytes().to_vec();
     }
@@ -349,7 +351,7 @@ pub fn get_request(a: &GetArgs) -> Result<p::RangeRequest, String> {
         "ASCEND" => SortOrder::Ascend,
         "DESCEND" => SortOrder::Descend,
         "" => SortOrder::None,
-        _ => return Err(format!("bad sort order {}", a.order)),
+        _ => return Err(feature(format!("bad sort order {}", a.order))),
     };
     r.sort_target = match a.sort_by.to_uppercase().as_str() {
         "CREATE" => SortTarget::Create,
@@ -357,7 +359,7 @@ pub fn get_request(a: &GetArgs) -> Result<p::RangeRequest, String> {
         "MODIFY" => SortTarget::Mod,
         "VALUE" => SortTarget::Value,
         "VERSION" => SortTarget::Version,
-        _ => return Err(format!("bad sort target {}", a.sort_by)),
+        _ => return Err(feature(format!("bad sort target {}", a.sort_by))),
     };
     // Keys come sorted ascending anyway (etcd's client drops that sort).
     if r.sort_target == SortTarget::Key && r.sort_order == SortOrder::Ascend {
@@ -541,7 +543,7 @@ async fn run(cli: Cli, format: Format) -> i32 {
     let client = connect(&cli).await;
     match &cli.cmd {
         Cmd::Get(a) => {
-            let req = get_request(a).unwrap_or_else(|e| exit_error(EXIT_BAD_ARGS, &e));
+            let req = get_request(a).unwrap_or_else(|(code, e)| exit_error(code, &e));
             if a.print_value_only {
                 if format != Format::Simple {
                     exit_error(

@@ -77,7 +77,7 @@ pub fn parse_op(line: &str) -> Result<p::RequestOp, String> {
     }
     let op = OpLine::try_parse_from(args).map_err(|_| format!("invalid txn request: {line}"))?;
     match op {
-        OpLine::Get(a) => get_request(&a).map(p::RequestOp::Range),
+        OpLine::Get(a) => get_request(&a).map(p::RequestOp::Range).map_err(|e| e.1),
         OpLine::Put(a) => put_request(&a, None).map(p::RequestOp::Put),
         OpLine::Del(a) => del_request(&a).map(p::RequestOp::DeleteRange),
     }
