@@ -122,6 +122,7 @@ enum Cmd {
     /// Acquires a named lock
     Lock {
         name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
         #[arg(long, default_value_t = 60)]
         ttl: i64,
