@@ -368,3 +368,80 @@ async fn a_watch_on_a_silent_member_moves_to_another_and_resumes() {
     };
     assert_eq!(resumed, 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_cannot_resume_past_a_compaction_reports_it() {
+    let ev = |rev: i64| p::WatchResponse {
+        header: p::ResponseHeader {
+            revision: rev,
+            ..header(1)
+        },
+        watch_id: 1,
+        events: vec![p::Event {
+            event_type: p::EventType::Put,
+            kv: p::KeyValue {
+                key: b"w".to_vec(),
+                mod_revision: rev,
+                ..Default::default()
+            },
+            prev_kv: None,
+        }],
+        ..Default::default()
+    };
+    let created = p::WatchResponse {
+        header: p::ResponseHeader {
+            revision: 10,
+            ..header(1)
+        },
+        watch_id: 1,
+        created: true,
+        ..Default::default()
+    };
+    // Member 1: created, revision 11, then its connection drops.
+    let a = fake(
+        1,
+        Arc::new(move |r, n| match (r, n) {
+            (p::Request::Watch(p::WatchRequest::Create(_)), 0) => Act::Stream(vec![
+                p::Response::Watch(created.clone()),
+                p::Response::Watch(ev(11)),
+            ]),
+            _ => Act::Close,
+        }),
+    );
+    // Member 2: revision 12 onwards was compacted away (compaction at 15).
+    let b = fake(
+        2,
+        Arc::new(|r, _| match r {
+            p::Request::Watch(p::WatchRequest::Create(c)) => {
+                assert_eq!(c.start_revision, 12);
+                Act::Reply(p::Response::Watch(p::WatchResponse {
+                    header: header(2),
+                    watch_id: 1,
+                    created: true,
+                    canceled: true,
+                    compact_revision: 15,
+                    ..Default::default()
+                }))
+            }
+            _ => Act::Silent,
+        }),
+    );
+    let opts = ConnectOptions::default()
+        .with_request_timeout(Duration::from_secs(3))
+        .with_keepalive(Duration::from_millis(200), Duration::from_millis(300));
+    let c = Client::connect([a.addr.clone(), b.addr.clone()], opts)
+        .await
+        .unwrap();
+    let mut w = c.watch("w").await.unwrap();
+    assert_eq!(
+        w.next().await.unwrap().unwrap().events[0].kv.mod_revision,
+        11
+    );
+    // Member 1 closes on the liveness probe; the watch resumes on member 2, which cannot serve
+    // revision 12: the watcher says so and ends.
+    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        Ok(Some(Err(Error::Compacted { compact_revision }))) => assert_eq!(compact_revision, 15),
+        other => panic!("expected a compaction error, got {other:?}"),
+    }
+    assert!(w.next().await.is_none(), "the watch ended");
+}
