@@ -32,9 +32,11 @@ pub mod maintenance;
 pub mod watch;
 
 pub use client::{Client, ConnectOptions};
-pub use concurrency::{Election, LockGuard, Mutex, Session};
+pub use concurrency::{Election, Leadership, LockGuard, Mutex, Session};
 pub use error::{Error, Result};
 pub use keel_proto as proto;
-pub use kv::{prefix_end, CmpValue, Compare, Delete, Get, Op, Put, SortOrder, SortTarget, Txn};
+pub use kv::{
+    prefix_end, CmpValue, Compare, CompareTarget, Delete, Get, Op, Put, SortOrder, SortTarget, Txn,
+};
 pub use lease::{KeepAlive, LeaseState};
 pub use watch::{WatchBuilder, Watcher};
