@@ -254,6 +254,19 @@ impl Client {
         has_leader
     }
 
+    /// Looks for the leader again in the background (after a sign that it changed).
+    pub(crate) fn refresh_leader(&self) {
+        if !self.inner.opts.prefer_leader {
+            return;
+        }
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let c = self.clone();
+            h.spawn(async move {
+                c.find_leader().await;
+            });
+        }
+    }
+
     fn pick(&self, kind: Kind) -> usize {
         let n = self.inner.endpoints.len();
         match kind {
@@ -337,6 +350,8 @@ impl Client {
                         continue;
                     }
                     if kind == Kind::Write && proposed_maybe(code) {
+                        // The leader may have changed: look for it again, in the background.
+                        self.refresh_leader();
                         return Err(Error::Unknown(e.message));
                     }
                     return Err(Error::Server(e));

@@ -197,7 +197,25 @@ impl Client {
                 Kind::Write,
             )
             .await?;
-        expect_response!(r, MoveLeader)
+        let r = expect_response!(r, MoveLeader)?;
+        // Leadership moved: prefer the new leader from now on. The members may learn of the
+        // new term a moment after the answer; wait (bounded) until one reports the target as
+        // leader and is reachable through our endpoints.
+        if self.options().prefer_leader {
+            let deadline = tokio::time::Instant::now() + self.options().request_timeout;
+            while tokio::time::Instant::now() < deadline {
+                if self.find_leader().await {
+                    let i = self.leader_endpoint();
+                    if let Ok(s) = self.status_on(i).await {
+                        if s.header.member_id == target_id && s.leader == target_id {
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        Ok(r)
     }
 
     /// Streams a snapshot of endpoint `endpoint`'s backend into `out`; returns the bytes

@@ -160,3 +160,37 @@ async fn kill_the_member_the_client_talks_to() {
         .collect();
     assert_eq!(watched, expected, "the watch saw every write (no gap)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_follows_a_leader_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = keel_cluster(dir.path());
+    let endpoints: Vec<String> = members.iter().map(Proc::endpoint).collect();
+    let opts = ConnectOptions::default()
+        .with_request_timeout(Duration::from_secs(10))
+        .with_dial_timeout(Duration::from_secs(20));
+    let client = Client::connect(endpoints.clone(), opts).await.unwrap();
+    wait_leader(&client).await;
+    let mut ids = Vec::new();
+    let mut leader = None;
+    for i in 0..endpoints.len() {
+        let s = client.status_on(i).await.unwrap();
+        ids.push(s.header.member_id);
+        if s.leader == s.header.member_id {
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("a leader");
+    let target = (leader + 1) % endpoints.len();
+    client.move_leader(ids[target]).await.unwrap();
+    assert_eq!(
+        client.leader_endpoint(),
+        target,
+        "the client prefers the new leader"
+    );
+    let s = client.status_on(target).await.unwrap();
+    assert_eq!(s.leader, ids[target]);
+    // Writes and linearizable reads go on.
+    client.put("/after-move", "x").await.unwrap();
+    assert_eq!(client.get("/after-move").await.unwrap().kvs[0].value, b"x");
+}
