@@ -11,6 +11,7 @@
 
 pub mod coalesce;
 pub mod etcd;
+pub mod keel;
 pub mod report;
 pub mod target;
 pub mod workload;

@@ -2,8 +2,8 @@
 //!
 //! Owns the [`Target`] / [`BenchClient`] / [`BenchWatch`] traits and the plain request types
 //! ([`RangeSpec`], [`TxnOp`], [`WatchEvent`]). A workload is written once against these traits;
-//! each server gets one small impl: etcd over gRPC ([`crate::etcd::Etcd`]) today, keel over its
-//! native protocol once keel-client exists ([`TargetKind::Keel`] says so rather than faking it).
+//! each server gets one small impl: etcd over gRPC ([`crate::etcd::Etcd`]) and keel over its
+//! native protocol ([`crate::keel::Keel`]).
 //!
 //! Connection semantics follow etcd's benchmark tool: [`Target::connect`] opens `conns`
 //! connections (connection `i` to `endpoints[i % endpoints.len()]`) and returns `clients`
@@ -174,7 +174,7 @@ pub trait BenchWatch: Send + 'static {
 pub enum TargetKind {
     /// etcd (or anything speaking etcd's v3 gRPC API).
     Etcd,
-    /// keel over its native protocol: not built yet (needs the keel-client crate).
+    /// keel over its native protocol (the keel-client library; `crate::keel`).
     Keel,
 }
 
@@ -189,13 +189,4 @@ impl TargetKind {
             ))),
         }
     }
-}
-
-/// The error the keel target gives until keel-client exists.
-pub fn keel_not_built() -> BenchError {
-    BenchError(
-        "the keel target is not built yet: it needs the keel-client crate (native protocol), \
-         which does not exist yet; use --target etcd"
-            .to_owned(),
-    )
 }

@@ -10,8 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use keel_bench::etcd::Etcd;
 use keel_bench::report::{json_str, Report};
 use keel_bench::target::{
-    keel_not_built, BenchClient, BenchError, ConnectSpec, Consistency, RangeSpec, Target,
-    TargetKind,
+    BenchClient, BenchError, ConnectSpec, Consistency, RangeSpec, Target, TargetKind,
 };
 use keel_bench::workload::{self, Rng, RunSpec, WatchSpec};
 
@@ -255,7 +254,7 @@ fn main() {
                 )
                 .await
             }
-            TargetKind::Keel => Err(keel_not_built()),
+            TargetKind::Keel => run(&cli, keel_bench::keel::Keel).await,
         }
     });
     match outcome {
