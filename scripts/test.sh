@@ -4,16 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-# The differential tests start a real etcd 3.4 (Debian's etcd-server); etcd-client's build needs
-# protoc. Installed only where missing (CI runs as root).
-if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
+# The differential tests start a real etcd 3.4 (Debian's etcd-server) and compare keelctl with
+# etcdctl (etcd-client); etcd-client's crate build needs protoc. Installed only where missing
+# (CI runs as root).
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update
-    $SUDO apt-get install -y etcd-server protobuf-compiler
+    $SUDO apt-get install -y etcd-server etcd-client protobuf-compiler
 fi
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The client library's tests start real `keel` processes from target/debug/keel (another
+# package's binary, which `cargo test` does not build for them).
+cargo build --locked -p keel-server --bin keel
 cargo test --workspace --locked
