@@ -1,2 +1,3 @@
-//! keel's cross-crate test support.
+//! keel's cross-crate test support: the etcd process harness and shared helpers.
 pub mod etcd;
+pub mod support;

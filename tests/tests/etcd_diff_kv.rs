@@ -30,6 +30,7 @@ use std::time::Instant;
 use etcd_client::proto as pb;
 use keel_engine::mvcc::*;
 use keel_tests::etcd::Etcd;
+use keel_tests::support::{env_u64, Grpc, Rng};
 
 const DEFAULT_CASES: u64 = 2000;
 const OPS_MIN: u64 = 20;
@@ -41,31 +42,6 @@ const REOPEN_PCT: u64 = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness (SplitMix64): one seed drives the whole run.
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// True with probability `pct` percent.
-    fn pct(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-    fn range_i64(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len() as u64) as usize]
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Operations and outcomes.
@@ -169,20 +145,11 @@ impl<'s> KeelRun<'s> {
 // ---------------------------------------------------------------------------------------------
 // etcd executor: etcd's own protobuf messages over gRPC (the etcd-client crate's types).
 
-struct EtcdKv {
-    rt: tokio::runtime::Runtime,
-    channel: tonic::transport::Channel,
-}
+struct EtcdKv(Grpc);
 
 impl EtcdKv {
     fn connect(url: &str) -> EtcdKv {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).expect("url");
-        let channel = rt.block_on(endpoint.connect()).expect("connect to etcd");
-        EtcdKv { rt, channel }
+        EtcdKv(Grpc::connect(url))
     }
 
     fn call<Q, R>(&self, method: &'static str, q: Q) -> Result<R, tonic::Status>
@@ -190,17 +157,7 @@ impl EtcdKv {
         Q: prost::Message + Send + Sync + 'static,
         R: prost::Message + Default + Send + Sync + 'static,
     {
-        self.rt.block_on(async {
-            let mut g = tonic::client::Grpc::new(self.channel.clone());
-            g.ready()
-                .await
-                .map_err(|e| tonic::Status::unknown(format!("channel not ready: {e}")))?;
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
-            let codec = tonic_prost::ProstCodec::<Q, R>::default();
-            g.unary(tonic::Request::new(q), path, codec)
-                .await
-                .map(|r| r.into_inner())
-        })
+        self.0.unary(method, q)
     }
 
     fn exec(&self, op: &Op) -> Outcome {
@@ -871,14 +828,6 @@ fn readable(s: &str) -> String {
     out
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a u64"))
-    })
-}
-
 #[test]
 fn keel_answers_as_etcd_3_4() {
     let seed = env_u64("KEEL_DIFF_SEED").unwrap_or_else(|| {
@@ -924,7 +873,7 @@ fn keel_answers_as_etcd_3_4() {
             .collect();
         let cur = keel.revision();
         let mut g = Gen {
-            rng: Rng(rng.next()),
+            rng: Rng(rng.next_u64()),
             prefix,
             keys,
             start_rev: cur,

@@ -34,6 +34,7 @@ use etcd_client::proto as pb;
 use keel_engine::lease::*;
 use keel_engine::mvcc::*;
 use keel_tests::etcd::Etcd;
+use keel_tests::support::{env_u64, Grpc, Rng};
 
 /// etcd's clock is real: remaining TTLs may differ by this many seconds (grant and query are
 /// not at the same instant on both sides, and both truncate).
@@ -49,29 +50,6 @@ const PREFIX: &str = "lease/";
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness (SplitMix64).
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a u64"))
-    })
-}
-
 /// An error as (gRPC code, message).
 type Err2 = (i32, String);
 
@@ -79,19 +57,14 @@ type Err2 = (i32, String);
 // etcd side: protobuf requests over gRPC (keepalive on its stream).
 
 struct EtcdSide {
-    rt: tokio::runtime::Runtime,
-    channel: tonic::transport::Channel,
+    g: Grpc,
 }
 
 impl EtcdSide {
     fn connect(url: &str) -> EtcdSide {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).expect("url");
-        let channel = rt.block_on(endpoint.connect()).expect("connect to etcd");
-        EtcdSide { rt, channel }
+        EtcdSide {
+            g: Grpc::connect(url),
+        }
     }
 
     fn call<Q, R>(&self, method: &'static str, q: Q) -> Result<R, Err2>
@@ -99,18 +72,8 @@ impl EtcdSide {
         Q: prost::Message + Send + Sync + 'static,
         R: prost::Message + Default + Send + Sync + 'static,
     {
-        self.rt
-            .block_on(async {
-                let mut g = tonic::client::Grpc::new(self.channel.clone());
-                g.ready()
-                    .await
-                    .map_err(|e| tonic::Status::unknown(format!("channel not ready: {e}")))?;
-                let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
-                let codec = tonic_prost::ProstCodec::<Q, R>::default();
-                g.unary(tonic::Request::new(q), path, codec)
-                    .await
-                    .map(|r| r.into_inner())
-            })
+        self.g
+            .unary(method, q)
             .map_err(|s| (s.code() as i32, s.message().to_string()))
     }
 
@@ -157,9 +120,10 @@ impl EtcdSide {
     /// One keepalive on etcd's bidirectional stream (one request, then the client half-closes);
     /// the TTL it answers.
     fn keep_alive(&mut self, id: i64) -> Result<i64, Err2> {
-        self.rt
+        self.g
+            .rt
             .block_on(async {
-                let mut g = tonic::client::Grpc::new(self.channel.clone());
+                let mut g = tonic::client::Grpc::new(self.g.channel.clone());
                 g.ready()
                     .await
                     .map_err(|e| tonic::Status::unknown(format!("channel not ready: {e}")))?;
@@ -299,7 +263,7 @@ impl KeelSide {
     }
 
     fn grant(&mut self, id: i64, ttl: i64) -> Result<(i64, i64), Err2> {
-        let seed = self.rng.next();
+        let seed = self.rng.next_u64();
         self.apply(|l, w, now| l.grant(w, id, ttl, seed, now))
             .map_err(keel_err)
     }
@@ -746,7 +710,7 @@ fn keel_leases_answer_as_etcd_3_4() {
     let mut rng = Rng(seed);
     let mut d = Diff {
         etcd: etcd_side,
-        keel: KeelSide::new(rng.next()),
+        keel: KeelSide::new(rng.next_u64()),
         ids: BTreeMap::new(),
         started: Instant::now(),
         seed,

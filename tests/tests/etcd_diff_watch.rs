@@ -37,6 +37,7 @@ use etcd_client::proto as pb;
 use keel_engine::mvcc::*;
 use keel_engine::watch::*;
 use keel_tests::etcd::Etcd;
+use keel_tests::support::{env_u64, Grpc, Rng};
 
 const DEFAULT_CASES: u64 = 300;
 const OPS_MIN: u64 = 8;
@@ -46,27 +47,6 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic randomness (SplitMix64).
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pct(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-    fn range_i64(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + self.below((hi - lo + 1) as u64) as i64
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // etcd's watch request messages (etcdserverpb.WatchRequest), declared here with prost; the
@@ -240,8 +220,7 @@ fn from_pb(r: pb::PbWatchResponse) -> WatchResponse {
 type WatchStreaming = tonic::Streaming<pb::PbWatchResponse>;
 
 struct EtcdSide {
-    rt: tokio::runtime::Runtime,
-    channel: tonic::transport::Channel,
+    g: Grpc,
 }
 
 struct EtcdStream {
@@ -252,13 +231,9 @@ struct EtcdStream {
 
 impl EtcdSide {
     fn connect(url: &str) -> EtcdSide {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).expect("url");
-        let channel = rt.block_on(endpoint.connect()).expect("connect to etcd");
-        EtcdSide { rt, channel }
+        EtcdSide {
+            g: Grpc::connect(url),
+        }
     }
 
     fn unary<Q, R>(&self, method: &'static str, q: Q) -> Result<R, tonic::Status>
@@ -266,17 +241,7 @@ impl EtcdSide {
         Q: prost::Message + Send + Sync + 'static,
         R: prost::Message + Default + Send + Sync + 'static,
     {
-        self.rt.block_on(async {
-            let mut g = tonic::client::Grpc::new(self.channel.clone());
-            g.ready()
-                .await
-                .map_err(|e| tonic::Status::unknown(format!("channel not ready: {e}")))?;
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
-            let codec = tonic_prost::ProstCodec::<Q, R>::default();
-            g.unary(tonic::Request::new(q), path, codec)
-                .await
-                .map(|r| r.into_inner())
-        })
+        self.g.unary(method, q)
     }
 
     /// Opens a watch stream whose first request is `first` (etcd sends the response headers
@@ -287,9 +252,9 @@ impl EtcdSide {
             request_union: Some(first),
         })
         .expect("an empty channel has room");
-        let rx = self.rt.block_on(async {
-            let mut g =
-                tonic::client::Grpc::new(self.channel.clone()).max_decoding_message_size(64 << 20);
+        let rx = self.g.rt.block_on(async {
+            let mut g = tonic::client::Grpc::new(self.g.channel.clone())
+                .max_decoding_message_size(64 << 20);
             g.ready().await.expect("channel ready");
             let path =
                 tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
@@ -308,7 +273,8 @@ impl EtcdSide {
     }
 
     fn send(&self, s: &EtcdStream, r: PbWatchUnion) {
-        self.rt
+        self.g
+            .rt
             .block_on(s.tx.send(PbWatchRequest {
                 request_union: Some(r),
             }))
@@ -324,6 +290,7 @@ impl EtcdSide {
                 return false;
             }
             let msg = self
+                .g
                 .rt
                 .block_on(async { tokio::time::timeout(left, s.rx.message()).await });
             match msg {
@@ -713,14 +680,6 @@ fn settle_and_compare(etcd: &EtcdSide, es: &mut EtcdStream, keel: &Log, ctx: &dy
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a u64"))
-    })
-}
-
 fn drain(rec: &Recorder, log: &mut Log) {
     while let Some(r) = rec.0.borrow_mut().pop_front() {
         log.add(r);
@@ -756,7 +715,7 @@ fn keel_watch_answers_as_etcd_3_4() {
     for seq in 0..cases {
         let prefix = format!("{seq:06}/").into_bytes();
         let mut g = Gen {
-            rng: Rng(rng.next()),
+            rng: Rng(rng.next_u64()),
             prefix: prefix.clone(),
             cur: keel.revision(),
             compacted,

@@ -160,6 +160,68 @@ fn writers(
     (acked, threads)
 }
 
+/// Waits until every member in `members` answers HashKV at `target` with the same hash and
+/// returns the hashes.
+fn converge(c: &Cluster, members: &[usize], target: i64) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let hs: Vec<Option<u32>> = members
+            .iter()
+            .map(|&i| {
+                let mut cl = Client::connect(c.servers[i].client).ok()?;
+                match cl.call(p::Request::HashKv(p::HashKvRequest { revision: target })) {
+                    Ok(p::Response::HashKv(h)) if h.header.revision >= target => Some(h.hash),
+                    _ => None,
+                }
+            })
+            .collect();
+        if hs.iter().all(|h| h.is_some() && *h == hs[0]) {
+            return hs.into_iter().flatten().collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members did not converge: {hs:?}\n{}",
+            logs(c)
+        );
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// Checks that every acknowledged write at or below `target` is in member `i`'s own state
+/// (a serializable read at `target`).
+fn check_acked(c: &Cluster, i: usize, acked: &BTreeMap<String, i64>, target: i64) {
+    let mut cl = Client::connect_wait(c.servers[i].client, Duration::from_secs(10));
+    let r = match cl
+        .call(p::Request::Range(p::RangeRequest {
+            key: b"w".to_vec(),
+            range_end: b"x".to_vec(),
+            serializable: true,
+            revision: target,
+            keys_only: true,
+            ..Default::default()
+        }))
+        .unwrap()
+    {
+        p::Response::Range(r) => r,
+        r => panic!("{r:?}"),
+    };
+    let have: BTreeMap<String, i64> = r
+        .kvs
+        .iter()
+        .map(|kv| (String::from_utf8(kv.key.clone()).unwrap(), kv.mod_revision))
+        .collect();
+    for (k, rev) in acked {
+        if *rev <= target {
+            assert_eq!(
+                have.get(k),
+                Some(rev),
+                "acknowledged {k}@{rev} missing on {}",
+                c.servers[i].name
+            );
+        }
+    }
+}
+
 #[test]
 fn killing_the_leader_under_load_loses_nothing_and_members_converge() {
     let mut c = start_cluster();
@@ -193,30 +255,7 @@ fn killing_the_leader_under_load_loses_nothing_and_members_converge() {
     // Every member reaches the same revision and HashKV.
     let mut cl = Client::connect_wait(c.servers[new_leader].client, Duration::from_secs(10));
     let target = cl.status().unwrap().header.revision;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let hashes = loop {
-        let hs: Vec<Option<(u32, i64)>> = addrs
-            .iter()
-            .map(|a| {
-                let mut cl = Client::connect(*a).ok()?;
-                match cl.call(p::Request::HashKv(p::HashKvRequest { revision: target })) {
-                    Ok(p::Response::HashKv(h)) => Some((h.hash, h.header.revision)),
-                    _ => None,
-                }
-            })
-            .collect();
-        if hs.iter().all(|h| h.is_some_and(|(_, rev)| rev >= target))
-            && hs.iter().all(|h| h.map(|x| x.0) == hs[0].map(|x| x.0))
-        {
-            break hs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "members did not converge: {hs:?}\n{}",
-            logs(&c)
-        );
-        std::thread::park_timeout(Duration::from_millis(50));
-    };
+    let hashes = converge(&c, &[0, 1, 2], target);
     assert!(
         c.servers[leader].log().contains("installed snapshot"),
         "the restarted member caught up through a snapshot\n{}",
@@ -227,35 +266,8 @@ fn killing_the_leader_under_load_loses_nothing_and_members_converge() {
         acked.len()
     );
     // No acknowledged write lost, on any member (serializable reads: each member's own state).
-    for a in &addrs {
-        let mut cl = Client::connect_wait(*a, Duration::from_secs(10));
-        let all = match cl
-            .call(p::Request::Range(p::RangeRequest {
-                key: b"w".to_vec(),
-                range_end: b"x".to_vec(),
-                serializable: true,
-                revision: target,
-                ..Default::default()
-            }))
-            .unwrap()
-        {
-            p::Response::Range(r) => r,
-            r => panic!("{r:?}"),
-        };
-        let have: BTreeMap<String, i64> = all
-            .kvs
-            .iter()
-            .map(|kv| (String::from_utf8(kv.key.clone()).unwrap(), kv.mod_revision))
-            .collect();
-        for (k, rev) in &acked {
-            if *rev <= target {
-                assert_eq!(
-                    have.get(k),
-                    Some(rev),
-                    "acknowledged {k}@{rev} missing on {a}"
-                );
-            }
-        }
+    for i in 0..3 {
+        check_acked(&c, i, &acked, target);
     }
 }
 
@@ -384,59 +396,9 @@ fn adding_promoting_and_removing_members_under_load_loses_nothing() {
         .unwrap()
         .header
         .revision;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let hs: Vec<Option<u32>> = remaining
-            .iter()
-            .map(|&i| {
-                let mut cl = Client::connect(c.servers[i].client).ok()?;
-                match cl.call(p::Request::HashKv(p::HashKvRequest { revision: target })) {
-                    Ok(p::Response::HashKv(h)) => Some(h.hash),
-                    _ => None,
-                }
-            })
-            .collect();
-        if hs.iter().all(|h| h.is_some() && *h == hs[0]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no convergence: {hs:?}\n{}",
-            logs(&c)
-        );
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
+    converge(&c, &remaining, target);
     for &i in &remaining {
-        let mut cl = Client::connect_wait(c.servers[i].client, Duration::from_secs(10));
-        let r = match cl
-            .call(p::Request::Range(p::RangeRequest {
-                key: b"w".to_vec(),
-                range_end: b"x".to_vec(),
-                serializable: true,
-                revision: target,
-                keys_only: true,
-                ..Default::default()
-            }))
-            .unwrap()
-        {
-            p::Response::Range(r) => r,
-            r => panic!("{r:?}"),
-        };
-        let have: BTreeMap<String, i64> = r
-            .kvs
-            .iter()
-            .map(|kv| (String::from_utf8(kv.key.clone()).unwrap(), kv.mod_revision))
-            .collect();
-        for (k, rev) in &acked {
-            if *rev <= target {
-                assert_eq!(
-                    have.get(k),
-                    Some(rev),
-                    "acknowledged {k}@{rev} missing on {}",
-                    c.servers[i].name
-                );
-            }
-        }
+        check_acked(&c, i, &acked, target);
     }
     let list = member_list(&c, leader);
     assert_eq!(list.len(), 3);
@@ -536,6 +498,20 @@ fn call_ok(c: &mut Client, req: p::Request) -> p::Response {
     }
 }
 
+/// A call a follower forwards to the leader: until the leader has published its client URLs
+/// (an entry it proposes once elected), the follower answers "no leader", which clients retry.
+fn call_forwarded(c: &mut Client, req: p::Request) -> p::Response {
+    wait_for(
+        "the leader's client URLs",
+        Duration::from_secs(10),
+        || match c.call(req.clone()) {
+            Ok(r) => Some(r),
+            Err(CallError::Server(e)) if e.code == p::ErrorCode::NoLeader as u16 => None,
+            Err(e) => panic!("{e:?}"),
+        },
+    )
+}
+
 /// Issue 7, point 1 on a cluster: txn, watch and lease end to end through followers (writes
 /// forwarded to the leader, keepalive and TimeToLive forwarded too, watches served by the
 /// member they were opened on), and a lease expiring on the leader's clock deletes its key on
@@ -604,14 +580,14 @@ fn txn_watch_and_lease_work_through_any_member() {
             ..Default::default()
         }),
     );
-    let p::Response::LeaseKeepAlive(ka) = call_ok(
+    let p::Response::LeaseKeepAlive(ka) = call_forwarded(
         &mut c2,
         p::Request::LeaseKeepAlive(p::LeaseKeepAliveRequest { id: g.id }),
     ) else {
         panic!()
     };
     assert_eq!((ka.id, ka.ttl), (g.id, 30));
-    let p::Response::LeaseTimeToLive(ttl) = call_ok(
+    let p::Response::LeaseTimeToLive(ttl) = call_forwarded(
         &mut c2,
         p::Request::LeaseTimeToLive(p::LeaseTimeToLiveRequest {
             id: g.id,
