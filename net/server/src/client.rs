@@ -420,39 +420,6 @@ impl Core {
         }
     }
 
-    /// etcd's MoveLeader: only to a voting member, answered once the target leads (or
-    /// "request timed out" after a bounded wait; leadership may still move later).
-    async fn move_leader(&self, target: u64) -> Result<(), p::ErrorResponse> {
-        let voter = self
-            .cfg
-            .store
-            .read()
-            .map_err(|e| e.to_string())
-            .and_then(|r| crate::members::load(&r))
-            .map_err(|_| p::ErrorResponse::new(p::ErrorCode::Corrupt))?
-            .get(&target)
-            .is_some_and(|m| !m.is_learner);
-        if !voter {
-            return Err(p::ErrorResponse::new(p::ErrorCode::BadLeaderTransferee));
-        }
-        if self.status().leader() == target {
-            return Ok(());
-        }
-        self.log
-            .transfer_leader(target)
-            .map_err(|e| refusal_error(&e))?;
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.status().leader() == target {
-                return Ok(());
-            }
-            // Polls the log core's published leader (an atomic) every 10 ms: there is no
-            // leadership-change notification to wait on here.
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
-        Err(p::ErrorResponse::new(p::ErrorCode::Timeout))
-    }
-
     /// A range: served here when serializable, else after a ReadIndex round (DESIGN.md §4).
     fn range(&self, conn_id: ConnId, req_id: u64, r: keel_engine::mvcc::RangeRequest) {
         if self.cfg.corrupt.load(Ordering::Acquire) {
@@ -678,14 +645,17 @@ impl Core {
             p::Request::MemberPromote(r) => {
                 self.propose(conn_id, req_id, p::InternalBody::MemberPromote(r))
             }
-            p::Request::MoveLeader(m) => {
-                let r = self.move_leader(m.target_id).await.map(|()| {
-                    p::Response::MoveLeader(p::MoveLeaderResponse {
+            p::Request::MoveLeader(m) => match self.log.transfer_leader(m.target_id) {
+                Ok(()) => self.reply(
+                    conn_id,
+                    req_id,
+                    false,
+                    Ok(p::Response::MoveLeader(p::MoveLeaderResponse {
                         header: h.header(0),
-                    })
-                });
-                self.reply(conn_id, req_id, false, r)
-            }
+                    })),
+                ),
+                Err(e) => self.reply(conn_id, req_id, false, Err(refusal_error(&e))),
+            },
             p::Request::Snapshot(_) => self.snapshot(conn_id, req_id).await,
         }
     }

@@ -646,33 +646,3 @@ fn txn_watch_and_lease_work_through_any_member() {
         assert!(r.kvs.is_empty());
     }
 }
-
-/// MoveLeader as etcd answers it: refused for a non-member, and answered only once the target
-/// leads.
-#[test]
-fn move_leader_answers_once_the_target_leads() {
-    let c = start_cluster();
-    let leader = wait_for("a leader", Duration::from_secs(30), || agreed_leader(&c));
-    let target = (0..3).find(|&i| i != leader).unwrap();
-    let target_id = Client::connect_wait(c.servers[target].client, Duration::from_secs(10))
-        .status()
-        .unwrap()
-        .header
-        .member_id;
-    let mut cl = Client::connect_wait(c.servers[leader].client, Duration::from_secs(10));
-    match cl.call(p::Request::MoveLeader(p::MoveLeaderRequest {
-        target_id: 12345,
-    })) {
-        Err(CallError::Server(e)) => assert_eq!(e.message, "etcdserver: bad leader transferee"),
-        r => panic!("{r:?}"),
-    }
-    call_ok(
-        &mut cl,
-        p::Request::MoveLeader(p::MoveLeaderRequest { target_id }),
-    );
-    // Answered after the transfer: the target already reports itself leader.
-    let st = Client::connect_wait(c.servers[target].client, Duration::from_secs(10))
-        .status()
-        .unwrap();
-    assert_eq!(st.leader, target_id);
-}
