@@ -128,6 +128,8 @@ where
     C: Fallible + ArchiveContext + ?Sized,
     C::Error: Source,
 {
+    // SAFETY: a trait method whose contract (`value` aligned, pointing to readable bytes for
+    // `Self`) is the caller's; the body adds a depth check and forwards under the same contract.
     unsafe fn check_bytes(value: *const Self, context: &mut C) -> Result<(), C::Error> {
         // D1: bound the validator's recursion before descending into the nested ops.
         let Some(_guard) = DepthGuard::enter() else {
