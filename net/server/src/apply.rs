@@ -303,7 +303,10 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
             break Err(e);
         }
         let r = match ev {
-            LogEvent::Committed(entries) => apply_entries(&st, &io, entries).await,
+            LogEvent::Committed(entries) => {
+                crate::stages::mark(crate::stages::Stage::ApplyReceived);
+                apply_entries(&st, &io, entries).await
+            }
             LogEvent::Dropped {
                 proposals,
                 reason,
@@ -773,6 +776,7 @@ async fn apply_entries(
         }
         let rev = w.revision();
         w.commit(last).map_err(|e| e.to_string())?;
+        crate::stages::mark(crate::stages::Stage::Applied);
         s.applied = last;
         (rev, events)
     };

@@ -169,6 +169,7 @@ impl Core {
 
     /// Proposes a write; the answer comes back from the apply core.
     fn propose(&self, conn: ConnId, req_id: u64, body: p::InternalBody) {
+        crate::stages::mark(crate::stages::Stage::ClientDecoded);
         let seq = self.seq();
         let req = p::InternalRequest {
             header: p::InternalHeader {
@@ -280,6 +281,7 @@ impl Core {
             match w {
                 Waiting::Reply { conn, req_id, more } => self.reply(conn, req_id, more, r.resp),
             }
+            crate::stages::mark(crate::stages::Stage::Replied);
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! Files: [`config`] (flags), [`node`] (wiring executors and channels), [`raftnode`] (the log
 //! core), [`apply`] (the apply core), [`client`] (client cores), [`msg`] (inter-core messages),
-//! [`convert`] (wire ↔ engine types), [`signals`].
+//! [`convert`] (wire ↔ engine types), [`signals`], [`stages`] (opt-in write-path timing).
 pub mod apply;
 pub mod client;
 pub mod config;
@@ -13,3 +13,4 @@ pub mod msg;
 pub mod node;
 pub mod raftnode;
 pub mod signals;
+pub mod stages;

@@ -39,6 +39,9 @@ fn main() {
         cores = ?cfg.cores,
         "starting keel"
     );
+    if keel_server::stages::init_from_env() {
+        tracing::info!("KEEL_STAGE_TIMES=1: timing the write path's stages (one write in flight)");
+    }
     let node = match Node::start(cfg) {
         Ok(n) => n,
         Err(e) => {
@@ -55,7 +58,13 @@ fn main() {
         std::process::exit(1);
     }
     match node.join() {
-        Ok(()) => tracing::info!("stopped"),
+        Ok(()) => {
+            let stages = keel_server::stages::report();
+            if !stages.is_empty() {
+                tracing::info!("{stages}");
+            }
+            tracing::info!("stopped")
+        }
         Err(e) => {
             eprintln!("keel: {e}");
             std::process::exit(1);

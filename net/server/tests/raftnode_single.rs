@@ -90,3 +90,64 @@ fn proposals_commit_alone_and_restart_replays_what_was_not_durable() {
     drop(r);
     drop(m);
 }
+
+/// The commit index moves without a WAL sync (it is volatile state, Raft Figure 2), so the WAL's
+/// stored commit can lag what the state machine made durable. A restart must resume from the
+/// state machine's index without replaying or refusing, and keep committing.
+#[test]
+fn restart_resumes_from_a_durable_applied_index_past_the_stored_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = free_addrs(1);
+    let cfg = config(1, &addrs, dir.path().to_path_buf());
+    let rec = Arc::new(Mutex::new(Recorder::default())); // everything applied is durable
+    let mut m = Member::start(cfg.clone(), rec.clone());
+    wait_for("the single member to lead", LIMIT, || {
+        m.status.leader() == 1
+    });
+    let r = rec.clone();
+    let missing =
+        m.client(move |c| async move {
+            propose_all(&c, &r, (0..20).map(payload).collect(), LIMIT).await
+        })
+        .join()
+        .unwrap();
+    assert_eq!(missing, 0);
+    m.stop().expect("clean stop");
+    drop(m);
+    let applied = rec.lock().unwrap().applied;
+    assert_eq!(rec.lock().unwrap().durable(), applied);
+
+    // The WAL's last hard state was written with the last entry, before that entry committed.
+    let (wal_dir, opts) = (dir.path().join("wal"), cfg.wal.clone());
+    let stored_commit = run(move || async move {
+        let wal = keel_raft::wal::Wal::open(wal_dir, opts).await.unwrap();
+        let c = wal.hard_state().commit;
+        wal.close().await;
+        c
+    });
+    assert!(
+        stored_commit < applied,
+        "the commit-only hard state of the last entry was not synced (stored {stored_commit}, \
+         applied {applied})"
+    );
+
+    let mut m = Member::start(cfg, rec.clone());
+    wait_for("the single member to lead again", LIMIT, || {
+        m.status.leader() == 1
+    });
+    let r = rec.clone();
+    let missing = m
+        .client(move |c| async move {
+            propose_all(&c, &r, (20..30).map(payload).collect(), LIMIT).await
+        })
+        .join()
+        .unwrap();
+    assert_eq!(missing, 0);
+    let r = rec.lock().unwrap();
+    assert_eq!(
+        r.datas(),
+        (0..30).map(payload).collect::<Vec<_>>(),
+        "nothing replayed twice"
+    );
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}

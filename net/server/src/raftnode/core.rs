@@ -242,7 +242,10 @@ impl Core {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Client(_, Request::Propose(d)) => self.props.push(d),
+            Ev::Client(_, Request::Propose(d)) => {
+                crate::stages::mark(crate::stages::Stage::LogReceived);
+                self.props.push(d)
+            }
             Ev::Client(i, Request::ReadIndex(ctx)) => self.reads.push((i, ctx)),
             Ev::Client(_, Request::ConfChange(cc)) => {
                 if let Err(e) = self.raw.propose_conf_change(cc) {
@@ -464,7 +467,14 @@ impl Core {
         self.send_all(now);
         // Durable before acknowledged: a leader counts its own entries only after `advance`,
         // a follower answers only through `persisted_messages` (S5, R1).
+        let timed = !rd.entries.is_empty();
+        if timed {
+            crate::stages::mark(crate::stages::Stage::WalStart);
+        }
         let install = self.store.persist(&rd).await?;
+        if timed {
+            crate::stages::mark(crate::stages::Stage::WalDurable);
+        }
         self.send_all(after);
         for e in &rd.committed_entries {
             if e.kind == EntryKind::ConfChange {
@@ -497,6 +507,7 @@ impl Core {
             );
             self.delivered = last.index;
             self.status.commit.store(last.index, Ordering::Release);
+            crate::stages::mark(crate::stages::Stage::Delivered);
             self.deliver(LogEvent::Committed(committed_entries)).await?;
         }
         self.read_states(read_states);

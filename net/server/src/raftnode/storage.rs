@@ -260,6 +260,8 @@ pub struct LogStore {
     confs: Vec<(u64, ConfState)>,
     /// Bytes per WAL append: within the WAL's group and segment limits.
     max_append: usize,
+    /// A hard state whose only change was the commit index, not written yet (see `persist`).
+    unsynced_hs: Option<HardState>,
 }
 
 /// Bytes per WAL append for `cfg`: a group must fit a segment (less its header block and
@@ -297,6 +299,7 @@ impl LogStore {
                     data_dir: cfg.data_dir.clone(),
                     confs: vec![(0, ConfState::default())],
                     max_append: max_append(cfg),
+                    unsynced_hs: None,
                 };
                 return Ok(Opened {
                     store,
@@ -319,6 +322,7 @@ impl LogStore {
                 data_dir: cfg.data_dir.clone(),
                 confs: vec![(0, ConfState::default())],
                 max_append: max_append(cfg),
+                unsynced_hs: None,
             };
             return Ok(Opened {
                 store,
@@ -394,12 +398,18 @@ impl LogStore {
         } else {
             applied
         };
-        if resume > hs.commit {
+        if resume > last.max(marker.index) {
             return Err(NodeError::Config(format!(
-                "the state machine applied {resume}, past the log's commit {}",
-                hs.commit
+                "the state machine applied {resume}, past the log's last index {}",
+                last.max(marker.index)
             )));
         }
+        // The state machine applies only committed entries, so its index is a commit index
+        // the stored hard state may lag (commit-only changes are not synced, see `persist`).
+        let hs = HardState {
+            commit: hs.commit.max(resume),
+            ..hs
+        };
         // Membership as of `resume`: the snapshot's, then each membership entry up to it (the
         // loop applies the later ones as it re-delivers them).
         let mut confs = vec![(meta.index, meta.conf_state.clone())];
@@ -435,6 +445,7 @@ impl LogStore {
             data_dir: cfg.data_dir.clone(),
             confs,
             max_append: max_append(cfg),
+            unsynced_hs: None,
         };
         Ok(Opened {
             store,
@@ -482,24 +493,40 @@ impl LogStore {
         if let Some(s) = &rd.snapshot {
             install = Some(self.persist_received_snapshot(s).await?);
         }
-        if !rd.entries.is_empty() || rd.hard_state.is_some() {
+        if rd.entries.is_empty() && rd.snapshot.is_none() {
+            if let Some(hs) = rd.hard_state {
+                let old = self.mem.hard_state();
+                if (hs.term, hs.vote) == (old.term, old.vote) {
+                    // Only the commit index moved. It is volatile state (Raft paper, Figure
+                    // 2): nothing waits for it to be durable, so it rides along with the next
+                    // append instead of costing a WAL sync on every commit, and a restart
+                    // recovers it from the state machine's applied index (see `open`).
+                    self.mem.set_hard_state(hs);
+                    self.unsynced_hs = Some(hs);
+                    return Ok(install);
+                }
+            }
+        }
+        let hard_state = rd.hard_state.or(self.unsynced_hs);
+        if !rd.entries.is_empty() || hard_state.is_some() {
             // Entries (a conflicting suffix is truncated by the WAL) + hard state, in as few
             // appends as the WAL's size limits allow (one in the common case), the hard state
             // with the last; every append is durable before the entries become visible.
             let mut chunks = chunk(&rd.entries, self.max_append).peekable();
             if chunks.peek().is_none() {
                 self.wal
-                    .append(Vec::new(), rd.hard_state.map(to_wal_hs))
+                    .append(Vec::new(), hard_state.map(to_wal_hs))
                     .await?;
             }
             while let Some(c) = chunks.next() {
                 let hs = if chunks.peek().is_none() {
-                    rd.hard_state.map(to_wal_hs)
+                    hard_state.map(to_wal_hs)
                 } else {
                     None
                 };
                 self.wal.append(c.iter().map(to_wal).collect(), hs).await?;
             }
+            self.unsynced_hs = None;
             self.mem.append(&rd.entries);
             if let Some(hs) = rd.hard_state {
                 self.mem.set_hard_state(hs);
