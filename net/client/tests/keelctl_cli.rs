@@ -84,3 +84,109 @@ fn keelctl_maintenance_and_recipe_commands() {
     let r = run_ctl(&ctl, &ep, &["move-leader", &id], "");
     assert!(r.code == 0 || !r.errors.is_empty(), "{r:?}");
 }
+
+/// `check perf`, shortened with keelctl's `--duration`: writes under its prefix, prints
+/// etcdctl's verdict lines (exit code matching the final PASS/FAIL), compacts and defragments
+/// when asked, and leaves no key behind; a prefix that already holds keys is refused.
+#[test]
+fn keelctl_check_perf_short_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = keel_single(dir.path());
+    let ctl = keelctl_bin();
+    let ep = srv.endpoint();
+    wait_ready(&ctl, &ep, &srv);
+    let revision = || {
+        let r = run_ctl(&ctl, &ep, &["get", "nothing", "-w", "json"], "");
+        let i = r.stdout.find("\"revision\":").unwrap() + 11;
+        let end = r.stdout[i..].find([',', '}']).unwrap();
+        r.stdout[i..i + end].parse::<i64>().unwrap()
+    };
+    let before = revision();
+    let r = run_ctl(
+        &ctl,
+        &ep,
+        &[
+            "check",
+            "perf",
+            "--duration=2s",
+            "--prefix=/perf/",
+            "--auto-compact",
+            "--auto-defrag",
+        ],
+        "",
+    );
+    let after = revision();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 8, "{r:?}");
+    // The delete of the written keys is the last revision: compaction happens there.
+    assert_eq!(lines[0], format!("Compacting with revision {after}"));
+    assert_eq!(lines[1], format!("Compacted with revision {after}"));
+    assert_eq!(lines[2], format!("Defragmenting \"{ep}\""));
+    assert_eq!(lines[3], format!("Defragmented \"{ep}\""));
+    let num = |l: &str, pre: &str, suf: &str| -> f64 {
+        l.strip_prefix(pre)
+            .and_then(|x| x.strip_suffix(suf))
+            .unwrap_or_else(|| panic!("{l:?} is not {pre}…{suf}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("{l:?}: {e}"))
+    };
+    let mut ok = true;
+    let rps = if lines[4].starts_with("PASS") {
+        num(lines[4], "PASS: Throughput is ", " writes/s")
+    } else {
+        ok = false;
+        num(lines[4], "FAIL: Throughput too low: ", " writes/s")
+    };
+    // 150 writes/s for 2 s, one revision each, then one delete.
+    let writes = after - before - 1;
+    assert!(writes >= 30, "only {writes} writes in 2 s: {r:?}");
+    assert!((2.0..=200.0).contains(&rps), "{r:?}");
+    let slowest = if lines[5].starts_with("PASS") {
+        num(lines[5], "PASS: Slowest request took ", "s")
+    } else {
+        ok = false;
+        num(lines[5], "Slowest request took too long: ", "s")
+    };
+    assert!(slowest > 0.0, "{r:?}");
+    if lines[6].starts_with("PASS") {
+        num(lines[6], "PASS: Stddev is ", "s");
+    } else {
+        ok = false;
+        num(lines[6], "Stddev too high: ", "s");
+    }
+    assert_eq!(lines[7], if ok { "PASS" } else { "FAIL" }, "{r:?}");
+    assert_eq!(r.code, if ok { 0 } else { 1 }, "{r:?}");
+    // Nothing left under the prefix (and the store was compacted at the delete).
+    let left = run_ctl(
+        &ctl,
+        &ep,
+        &["get", "/perf/", "--prefix", "--count-only"],
+        "",
+    );
+    assert_eq!(left.stdout, "0\n", "{left:?}");
+    let old = run_ctl(
+        &ctl,
+        &ep,
+        &["get", "/perf/", "--prefix", &format!("--rev={before}")],
+        "",
+    );
+    assert_eq!(
+        old.code, 1,
+        "revisions before {after} were compacted: {old:?}"
+    );
+
+    // A prefix holding keys is refused before anything is written.
+    assert_eq!(run_ctl(&ctl, &ep, &["put", "/perf/x", "v"], "").code, 0);
+    let r = run_ctl(
+        &ctl,
+        &ep,
+        &["check", "perf", "--duration=1s", "--prefix=/perf/"],
+        "",
+    );
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(
+        r.errors,
+        ["Error: prefix \"/perf/\" has keys. Delete with etcdctl del --prefix /perf/ first"]
+    );
+    assert_eq!(r.stdout, "");
+}

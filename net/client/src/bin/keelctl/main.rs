@@ -2,8 +2,11 @@
 //! (simple, json, table), so scripts written for etcdctl work unchanged. Global flags also come
 //! from `KEELCTL_*` environment variables (`KEELCTL_ENDPOINTS`, `KEELCTL_DIAL_TIMEOUT`, …).
 
+mod check;
 mod out;
+mod progress;
 mod txn;
+mod watch_i;
 
 use std::io::{BufRead, Read};
 use std::time::Duration;
@@ -106,13 +109,19 @@ enum Cmd {
         physical: bool,
     },
     /// Defragments the storage of the etcd members with given endpoints
-    Defrag,
+    Defrag {
+        /// use all endpoints from the cluster member list
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Membership related commands
     #[command(subcommand)]
     Member(MemberCmd),
     /// Endpoint related commands
+    Endpoint(EndpointArgs),
+    /// commands for checking properties of the etcd cluster
     #[command(subcommand)]
-    Endpoint(EndpointCmd),
+    Check(CheckCmd),
     /// Manages etcd node snapshots
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
@@ -248,6 +257,37 @@ fn member_id_arg(args: &[String]) -> u64 {
             &format!("bad member ID arg ({e}), expecting ID in Hex"),
         )
     })
+}
+
+#[derive(Args, Debug)]
+struct EndpointArgs {
+    /// use all endpoints from the cluster member list
+    #[arg(long, global = true)]
+    cluster: bool,
+    #[command(subcommand)]
+    cmd: EndpointCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckCmd {
+    /// Check the performance of the etcd cluster
+    Perf {
+        /// The performance check's workload model. Accepted workloads: s(small), m(medium), l(large), xl(xLarge)
+        #[arg(long, default_value = "s")]
+        load: String,
+        /// The prefix for writing the performance check's keys.
+        #[arg(long, default_value = "/etcdctl-check-perf/")]
+        prefix: String,
+        /// Compact storage with last revision after test is finished.
+        #[arg(long)]
+        auto_compact: bool,
+        /// Defragment storage after test is finished.
+        #[arg(long)]
+        auto_defrag: bool,
+        /// How long to write (keelctl only; etcdctl always writes for 60s)
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -517,16 +557,49 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn connect(cli: &Cli) -> Client {
-    let opts = ConnectOptions::default()
+fn connect_options(cli: &Cli) -> ConnectOptions {
+    ConnectOptions::default()
         .with_dial_timeout(cli.dial_timeout)
         .with_request_timeout(cli.command_timeout)
-        .with_keepalive(cli.keepalive_time, cli.keepalive_timeout);
-    match Client::connect(cli.endpoints.clone(), opts).await {
+        .with_keepalive(cli.keepalive_time, cli.keepalive_timeout)
+}
+
+async fn connect(cli: &Cli) -> Client {
+    connect_to(cli, cli.endpoints.clone()).await
+}
+
+async fn connect_to(cli: &Cli, endpoints: Vec<String>) -> Client {
+    match Client::connect(endpoints, connect_options(cli)).await {
         Ok(c) => c,
         // etcdctl 3.4 dials lazily: the failure surfaces from the command itself (exit 1).
         Err(_) => exit_error(EXIT_ERROR, "context deadline exceeded"),
     }
+}
+
+/// `--cluster`: a client for every client URL in the member list (etcdctl's
+/// `endpointsFromCluster`); without it, `client` itself.
+async fn cluster_client(cli: &Cli, client: Client, cluster: bool) -> Client {
+    if !cluster {
+        return client;
+    }
+    let members = client.member_list().await.unwrap_or_else(|e| {
+        exit_error(
+            EXIT_ERROR,
+            &format!("failed to fetch endpoints from etcd cluster member list: {e}"),
+        )
+    });
+    let urls: Vec<String> = members
+        .members
+        .iter()
+        .flat_map(|m| m.client_urls.iter().cloned())
+        .collect();
+    if urls.is_empty() {
+        exit_error(
+            EXIT_ERROR,
+            "failed to fetch endpoints from etcd cluster member list: no client URLs",
+        );
+    }
+    connect_to(cli, urls).await
 }
 
 async fn run(cli: Cli, format: Format) -> i32 {
@@ -540,6 +613,23 @@ async fn run(cli: Cli, format: Format) -> i32 {
         println!("keelctl version: {}", env!("CARGO_PKG_VERSION"));
         println!("API version: 3.4");
         return 0;
+    }
+    if let Cmd::Check(CheckCmd::Perf {
+        load,
+        prefix,
+        auto_compact,
+        auto_defrag,
+        duration,
+    }) = &cli.cmd
+    {
+        let a = check::PerfArgs {
+            load: load.clone(),
+            prefix: prefix.clone(),
+            auto_compact: *auto_compact,
+            auto_defrag: *auto_defrag,
+            duration: *duration,
+        };
+        return check::perf(&cli.endpoints, connect_options(&cli), &a).await;
     }
     let client = connect(&cli).await;
     match &cli.cmd {
@@ -595,7 +685,7 @@ async fn run(cli: Cli, format: Format) -> i32 {
             interactive,
         } => {
             if *interactive {
-                exit_error(EXIT_BAD_FEATURE, "interactive watch is not supported");
+                watch_i::run(&client, &mut pr).await;
             }
             let Some(key) = key else {
                 exit_error(EXIT_BAD_ARGS, "watch in non-interactive mode requires one or two arguments as key or prefix, with range end")
@@ -693,10 +783,27 @@ async fn run(cli: Cli, format: Format) -> i32 {
                 .unwrap_or_else(|e| fail(e));
             println!("compacted revision {rev}");
         }
-        Cmd::Defrag => {
+        Cmd::Defrag { cluster } => {
+            let client = cluster_client(&cli, client, *cluster).await;
             let mut failed = false;
+            let n = client.endpoints().len();
             for (i, ep) in client.endpoints().iter().enumerate() {
-                match client.defragment_on(i).await {
+                let mut progress = progress::Progress::for_stdout();
+                let r = {
+                    let call = client.defragment_on(i);
+                    tokio::pin!(call);
+                    let mut tick = tokio::time::interval(Duration::from_millis(200));
+                    loop {
+                        tokio::select! {
+                            r = &mut call => break r,
+                            _ = tick.tick() => {
+                                progress.update(|t| progress::defrag_line(ep, i, n, t));
+                            }
+                        }
+                    }
+                };
+                progress.finish();
+                match r {
                     Ok(_) => println!("Finished defragmenting etcd member[{ep}]"),
                     Err(e) => {
                         eprintln!("Failed to defragment etcd member[{ep}] ({e})");
@@ -761,31 +868,47 @@ async fn run(cli: Cli, format: Format) -> i32 {
             let r = client.member_promote(id).await.unwrap_or_else(|e| fail(e));
             pr.member_changed("promoted in", id, &r.header, &r.members);
         }
-        Cmd::Endpoint(e) => match e {
+        Cmd::Endpoint(EndpointArgs { cluster, cmd }) => match cmd {
             EndpointCmd::Status => {
+                let client = cluster_client(&cli, client, *cluster).await;
                 let mut list = Vec::new();
+                let mut failed = false;
                 for (i, ep) in client.endpoints().iter().enumerate() {
                     match client.status_on(i).await {
                         Ok(s) => list.push((ep.clone(), s)),
                         Err(e) => {
+                            failed = true;
                             eprintln!("Failed to get the status of endpoint {ep} ({e})")
                         }
                     }
                 }
                 pr.endpoint_status(&list);
+                if failed {
+                    return EXIT_ERROR;
+                }
             }
             EndpointCmd::Health => {
+                let client = cluster_client(&cli, client, *cluster).await;
+                // All endpoints at once, listed as they answer (as etcdctl does).
+                let mut probes = tokio::task::JoinSet::new();
+                for (i, ep) in client.endpoints().iter().enumerate() {
+                    let (c, ep) = (client.clone(), ep.clone());
+                    probes.spawn(async move {
+                        let t = std::time::Instant::now();
+                        let r = c.health_on(i).await;
+                        (ep, r.map(|_| ()), t.elapsed())
+                    });
+                }
                 let mut hs = Vec::new();
                 let mut bad = false;
-                for (i, ep) in client.endpoints().iter().enumerate() {
-                    let r = client.health_on(i).await;
+                while let Some(done) = probes.join_next().await {
+                    let (ep, r, took) = done.expect("health probe task");
+                    let took = out::go_duration(took);
                     match r {
-                        Ok(took) => {
-                            hs.push((ep.clone(), true, out::go_duration(took), String::new()))
-                        }
+                        Ok(()) => hs.push((ep, true, took, String::new())),
                         Err(e) => {
                             bad = true;
-                            hs.push((ep.clone(), false, String::new(), e.to_string()))
+                            hs.push((ep, false, took, e.to_string()))
                         }
                     }
                 }
@@ -795,11 +918,16 @@ async fn run(cli: Cli, format: Format) -> i32 {
                 }
             }
             EndpointCmd::Hashkv { rev } => {
+                let client = cluster_client(&cli, client, *cluster).await;
                 let mut rows = Vec::new();
+                let mut failed = None;
                 for (i, ep) in client.endpoints().iter().enumerate() {
                     match client.hash_kv_on(i, *rev).await {
                         Ok(h) => rows.push((ep.clone(), h)),
-                        Err(e) => eprintln!("Failed to get the hash of endpoint {ep} ({e})"),
+                        Err(e) => {
+                            eprintln!("Failed to get the hash of endpoint {ep} ({e})");
+                            failed = Some(e);
+                        }
                     }
                 }
                 match format {
@@ -824,6 +952,9 @@ async fn run(cli: Cli, format: Format) -> i32 {
                         }
                     }
                 }
+                if let Some(e) = failed {
+                    fail(e);
+                }
             }
         },
         Cmd::Snapshot(SnapshotCmd::Save { filename }) => {
@@ -837,13 +968,18 @@ async fn run(cli: Cli, format: Format) -> i32 {
                 );
             }
             let part = format!("{filename}.part");
-            let mut f = tokio::fs::File::create(&part)
+            let f = tokio::fs::File::create(&part)
                 .await
                 .unwrap_or_else(|e| exit_error(EXIT_ERROR, &e.to_string()));
-            client
-                .snapshot_on(0, &mut f)
-                .await
-                .unwrap_or_else(|e| fail(e));
+            let mut w = progress::CountingWriter::new(f, progress::Progress::for_stdout());
+            let r = client.snapshot_on(0, &mut w).await;
+            let f = w.finish();
+            if let Err(e) = r {
+                // etcdctl removes the partial file and exits "interrupted".
+                drop(f);
+                let _ = std::fs::remove_file(&part);
+                exit_error(EXIT_INTERRUPTED, &e.to_string());
+            }
             f.sync_all()
                 .await
                 .unwrap_or_else(|e| exit_error(EXIT_ERROR, &e.to_string()));
@@ -954,7 +1090,7 @@ async fn run(cli: Cli, format: Format) -> i32 {
                 .unwrap_or_else(|e| fail(e));
             println!("Leadership transferred from {leader:x} to {target_id:x}");
         }
-        Cmd::Version => unreachable!(),
+        Cmd::Version | Cmd::Check(_) => unreachable!(),
     }
     0
 }

@@ -786,7 +786,7 @@ impl Printer {
                     let mut o = Obj::default();
                     o.raw("endpoint", &json_str(ep))
                         .raw("health", if *ok { "true" } else { "false" })
-                        .str_oe("took", took)
+                        .raw("took", &json_str(took))
                         .str_oe("error", err);
                     o.done()
                 });
