@@ -136,6 +136,15 @@ pub struct Flags {
     /// Role-to-core map: `auto`, or e.g. `log=0,apply=1,client=2-7` (tuning.md).
     #[arg(long, env = "KEEL_CORES", default_value = "auto")]
     pub cores: String,
+    /// Microseconds an idle executor keeps polling before it parks (0: park at once). Parking
+    /// costs a membarrier (IPIs to every core running keel) and the next message an eventfd
+    /// wakeup; a short spin avoids both under steady load at the price of idle CPU (tuning.md).
+    #[arg(
+        long = "spin-before-park-us",
+        env = "KEEL_SPIN_BEFORE_PARK_US",
+        default_value_t = 0
+    )]
+    pub spin_before_park_us: u64,
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `keel_server=debug`.
     #[arg(long = "log-level", env = "KEEL_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -281,6 +290,8 @@ pub struct Config {
     pub max_request_bytes: u32,
     pub max_txn_ops: usize,
     pub cores: CoreMap,
+    /// How long an idle executor spins before parking (`--spin-before-park-us`).
+    pub spin_before_park: Option<Duration>,
     pub log_level: String,
 }
 
@@ -534,6 +545,8 @@ impl Config {
             max_request_bytes: f.max_request_bytes,
             max_txn_ops: f.max_txn_ops,
             cores: CoreMap::parse(&f.cores, ncores)?,
+            spin_before_park: (f.spin_before_park_us > 0)
+                .then(|| Duration::from_micros(f.spin_before_park_us)),
             log_level: f.log_level.clone(),
         })
     }

@@ -60,6 +60,7 @@ pub struct Node {
 fn spawn<G, F>(
     name: &str,
     core: usize,
+    spin: Option<std::time::Duration>,
     f: G,
 ) -> Result<std::thread::JoinHandle<Result<(), String>>, String>
 where
@@ -72,9 +73,13 @@ where
     } else {
         Placement::Unbound
     };
-    let ex = LocalExecutorBuilder::new(placement)
+    let mut b = LocalExecutorBuilder::new(placement)
         .name(name)
-        .io_memory(IO_MEMORY)
+        .io_memory(IO_MEMORY);
+    if let Some(d) = spin {
+        b = b.spin_before_park(d);
+    }
+    let ex = b
         .spawn(f)
         .map_err(|e| format!("starting executor {name}: {e}"))?;
     let name = name.to_string();
@@ -158,9 +163,12 @@ impl Node {
         let mut threads = Vec::new();
         threads.push((
             "log".to_string(),
-            spawn("keel-log", cfg.cores.log, move || async move {
-                core.run().await.map_err(|e| e.to_string())
-            })?,
+            spawn(
+                "keel-log",
+                cfg.cores.log,
+                cfg.spin_before_park,
+                move || async move { core.run().await.map_err(|e| e.to_string()) },
+            )?,
         ));
         let apply_cfg = ApplyConfig {
             member_id: cfg.member_id,
@@ -191,39 +199,44 @@ impl Node {
         };
         threads.push((
             "apply".to_string(),
-            spawn("keel-apply", cfg.cores.apply, move || async move {
-                // A channel connects once both ends have: start every connect at once, so the
-                // order in which executors come up cannot deadlock.
-                let log = glommio::spawn_local(apply_port.connect());
-                let proposer = glommio::spawn_local(apply_proposer.connect());
-                let tos: Vec<_> = to_client_tx
-                    .into_iter()
-                    .map(|t| glommio::spawn_local(t.connect()))
-                    .collect();
-                let froms: Vec<_> = to_apply_rx
-                    .into_iter()
-                    .map(|r| glommio::spawn_local(r.connect()))
-                    .collect();
-                let (log, proposer) = (log.await, proposer.await);
-                let mut to_clients = Vec::new();
-                for t in tos {
-                    to_clients.push(Rc::new(t.await));
-                }
-                let mut from_clients = Vec::new();
-                for r in froms {
-                    from_clients.push(r.await);
-                }
-                apply::run(
-                    apply_cfg,
-                    ApplyIo {
-                        log,
-                        proposer,
-                        to_clients,
-                        from_clients,
-                    },
-                )
-                .await
-            })?,
+            spawn(
+                "keel-apply",
+                cfg.cores.apply,
+                cfg.spin_before_park,
+                move || async move {
+                    // A channel connects once both ends have: start every connect at once, so the
+                    // order in which executors come up cannot deadlock.
+                    let log = glommio::spawn_local(apply_port.connect());
+                    let proposer = glommio::spawn_local(apply_proposer.connect());
+                    let tos: Vec<_> = to_client_tx
+                        .into_iter()
+                        .map(|t| glommio::spawn_local(t.connect()))
+                        .collect();
+                    let froms: Vec<_> = to_apply_rx
+                        .into_iter()
+                        .map(|r| glommio::spawn_local(r.connect()))
+                        .collect();
+                    let (log, proposer) = (log.await, proposer.await);
+                    let mut to_clients = Vec::new();
+                    for t in tos {
+                        to_clients.push(Rc::new(t.await));
+                    }
+                    let mut from_clients = Vec::new();
+                    for r in froms {
+                        from_clients.push(r.await);
+                    }
+                    apply::run(
+                        apply_cfg,
+                        ApplyIo {
+                            log,
+                            proposer,
+                            to_clients,
+                            from_clients,
+                        },
+                    )
+                    .await
+                },
+            )?,
         ));
         for (i, ((port, tx), rx)) in client_ports
             .into_iter()
@@ -247,6 +260,7 @@ impl Node {
                 spawn(
                     &format!("keel-client{i}"),
                     cfg.cores.client[i],
+                    cfg.spin_before_park,
                     move || async move {
                         let log = glommio::spawn_local(port.connect());
                         let to_apply = glommio::spawn_local(tx.connect());
