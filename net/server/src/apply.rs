@@ -170,6 +170,8 @@ struct State {
     conf_waiters: HashMap<u64, (u64, ConfOp)>,
     /// Whether this member's name and client URLs are recorded.
     published: bool,
+    /// Whether the client cores were told to serve ([`ToClient::Ready`]).
+    ready_sent: bool,
     /// Members with an active CORRUPT alarm.
     corrupt: Vec<u64>,
     /// When the leader last started a corruption check, and whether one is running.
@@ -231,6 +233,7 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
     cfg.corrupt.store(!corrupt.is_empty(), Ordering::Release);
     let autocompactor = cfg.auto_compaction.map(AutoCompactor::new);
     let cfg_member_id = cfg.member_id;
+    let (cfg_name, cfg_client_urls) = (cfg.name.clone(), cfg.client_urls.clone());
     let st = Rc::new(RefCell::new(State {
         cfg,
         lessor,
@@ -244,9 +247,12 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
         epoch: Instant::now(),
         leader: false,
         failed: None,
+        // Published when the stored record has this start's name and client URLs; otherwise
+        // (first start, or changed flags) they are proposed again, as etcd does at every start.
         published: members
             .get(&cfg_member_id)
-            .is_some_and(|m| !m.name.is_empty() || !m.client_urls.is_empty()),
+            .is_some_and(|m| m.name == cfg_name && m.client_urls == cfg_client_urls),
+        ready_sent: false,
         members,
         conf_waiters: HashMap::new(),
         corrupt,
@@ -265,6 +271,7 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
         to_clients,
     });
     io.log.report_applied(applied, applied);
+    announce_ready(&st, &io).await;
     // Client requests: one task per client core's channel.
     let mut tasks = Vec::new();
     for (i, rx) in from_clients.into_iter().enumerate() {
@@ -787,7 +794,22 @@ async fn apply_entries(
         io.log.report_applied(a, d);
     }
     send_replies(io, replies, Some(last)).await;
+    announce_ready(st, io).await;
     Ok(())
+}
+
+/// Tells every client core to start serving, once this member is published.
+async fn announce_ready(st: &Rc<RefCell<State>>, io: &Shared) {
+    {
+        let mut s = st.borrow_mut();
+        if !s.published || s.ready_sent {
+            return;
+        }
+        s.ready_sent = true;
+    }
+    for tx in &io.to_clients {
+        let _ = tx.send(ToClient::Ready).await;
+    }
 }
 
 async fn fail_dropped(

@@ -797,6 +797,7 @@ pub async fn run(cfg: ClientConfig, io: ClientIo) -> Result<(), String> {
     });
     core.applied.set(core.status().applied());
     let mut tasks = Vec::new();
+    let (ready_tx, ready_rx) = local_channel::new_bounded::<()>(1);
     {
         let core = core.clone();
         tasks.push(glommio::spawn_local(async move {
@@ -805,6 +806,9 @@ pub async fn run(cfg: ClientConfig, io: ClientIo) -> Result<(), String> {
                     ToClient::Replies(r) => core.on_replies(r),
                     ToClient::Applied(i) => core.on_applied(i),
                     ToClient::Watch { conn, resp } => core.on_watch(conn, resp),
+                    ToClient::Ready => {
+                        let _ = ready_tx.try_send(());
+                    }
                 }
             }
         }));
@@ -829,28 +833,43 @@ pub async fn run(cfg: ClientConfig, io: ClientIo) -> Result<(), String> {
             }
         }));
     }
-    let accepts: Vec<_> = listeners
-        .into_iter()
-        .map(|l| {
-            let core = core.clone();
-            glommio::spawn_local(async move {
-                loop {
-                    match l.accept().await {
-                        Ok(s) => {
-                            let core = core.clone();
-                            glommio::spawn_local(async move { serve_conn(core, s).await }).detach();
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            if core.status().is_stopped() {
-                                break;
+    // The listeners are bound from the start (connections wait in the backlog); they are
+    // accepted once the apply core reports this member published (`ToClient::Ready`).
+    let accepts = {
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            if ready_rx.recv().await.is_none() {
+                return;
+            }
+            tracing::info!("member published: serving clients");
+            let accepts: Vec<_> = listeners
+                .into_iter()
+                .map(|l| {
+                    let core = core.clone();
+                    glommio::spawn_local(async move {
+                        loop {
+                            match l.accept().await {
+                                Ok(s) => {
+                                    let core = core.clone();
+                                    glommio::spawn_local(async move { serve_conn(core, s).await })
+                                        .detach();
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "accept failed");
+                                    if core.status().is_stopped() {
+                                        break;
+                                    }
+                                }
                             }
                         }
-                    }
-                }
-            })
+                    })
+                })
+                .collect();
+            // Held until this task is dropped at shutdown, which cancels the accept loops.
+            std::future::pending::<()>().await;
+            drop(accepts);
         })
-        .collect();
+    };
     // Run until the log core stops (clean shutdown or a fatal error).
     while !core.status().is_stopped() {
         glommio::timer::sleep(Duration::from_millis(100)).await;

@@ -41,6 +41,9 @@ pub enum ToClient {
         conn: ConnId,
         resp: p::WatchResponse,
     },
+    /// This member's name and client URLs are in the cluster's member list: client cores
+    /// start accepting connections (etcd serves clients only once it has published them).
+    Ready,
 }
 
 /// Requests a client core cannot serve itself: they need the apply core's state.

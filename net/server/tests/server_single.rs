@@ -346,3 +346,42 @@ fn maintenance_snapshot_defragment_and_the_nospace_alarm() {
     .unwrap();
     c.put("more", "z").unwrap();
 }
+
+/// etcd serves clients only once its name and client URLs are in the member list; so does
+/// keel: the first answer a fresh member gives (to a client that connected while it was still
+/// starting) already lists its own client URL, and so does the first answer after a restart.
+#[test]
+fn the_first_answer_lists_the_member_s_own_client_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path());
+    let want = format!("http://{}", s.client);
+    for round in 0..2 {
+        // A reset connection is retried: right after a restart the old process's listening
+        // socket can outlive it briefly (see `leader`); no answer is lost that way.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            let mut c = Client::connect_wait(s.client, Duration::from_secs(20));
+            match c.call(p::Request::MemberList(p::MemberListRequest::default())) {
+                Ok(r) => break r,
+                Err(e) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}: {e:?}\n{}",
+                    s.log()
+                ),
+            }
+        };
+        let p::Response::MemberList(ml) = first else {
+            panic!("round {round}: not a member list: {first:?}");
+        };
+        assert_eq!(ml.members.len(), 1, "round {round}: {ml:?}");
+        assert_eq!(
+            ml.members[0].client_urls,
+            vec![want.clone()],
+            "round {round}: the first answer came before the member was published"
+        );
+        if round == 0 {
+            assert!(s.terminate().success());
+            s.restart();
+        }
+    }
+}
