@@ -32,7 +32,7 @@ struct Cli {
     /// Total number of clients (client j uses connection j % conns).
     #[arg(long, global = true, default_value_t = 1)]
     clients: usize,
-    /// Server to drive: etcd (v3 gRPC) or keel (native protocol; not built yet).
+    /// Server to drive: etcd (v3 gRPC, the etcd-client crate) or keel (its native protocol).
     #[arg(long, global = true, default_value = "etcd")]
     target: String,
     /// Print one JSON object instead of the text report.
