@@ -26,6 +26,7 @@
 #   NAME [date -u +%F]  report name under perf/results/ (e.g. NAME=smoke-$(date -u +%F))
 #   RESULTS [perf/results]  where the report goes
 #   READY_TIMEOUT [30] seconds to wait for a cluster to serve
+#   ETCD_ARGS, KEEL_ARGS [none]  extra flags for every etcd / keel member (e.g. KEEL_ARGS=--cores=…)
 #   ETCD, ETCDCTL [etcd, etcdctl]; KEEL, KEEL_BENCH, KEELCTL [$CARGO_TARGET_DIR or target/release/…,
 #                     built with cargo when missing]
 # Smoke run: SIZES="single three" CASES="put range-l" ROUNDS=1 SECS=2 NAME=smoke-$(date -u +%F)
@@ -48,6 +49,8 @@ WATCH_RATE=${WATCH_RATE:-100}
 NAME=${NAME:-$(date -u +%F)}
 RESULTS=${RESULTS:-perf/results}
 READY_TIMEOUT=${READY_TIMEOUT:-30}
+read -ra ETCD_EXTRA <<<"${ETCD_ARGS:-}"
+read -ra KEEL_EXTRA <<<"${KEEL_ARGS:-}"
 ETCD=${ETCD:-etcd}
 ETCDCTL=${ETCDCTL:-etcdctl}
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
@@ -140,17 +143,24 @@ start_cluster() {
   local -a pp
   read -ra pp <<<"$(ports $((2 * n)))"
   local cluster="" bin
+  local -a extra
   for ((i = 0; i < n; i++)); do
     cluster+="${cluster:+,}m$i=http://127.0.0.1:${pp[2 * i + 1]}"
   done
-  if [[ $t == etcd ]]; then bin=$ETCD; else bin=$KEEL; fi
+  if [[ $t == etcd ]]; then
+    bin=$ETCD
+    extra=("${ETCD_EXTRA[@]}")
+  else
+    bin=$KEEL
+    extra=("${KEEL_EXTRA[@]}")
+  fi
   for ((i = 0; i < n; i++)); do
     local cp=${pp[2 * i]} peer=http://127.0.0.1:${pp[2 * i + 1]}
     "$bin" --name "m$i" --data-dir "$dir/m$i" \
       --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
       --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
       --initial-cluster "$cluster" --initial-cluster-state new \
-      --initial-cluster-token keel-compare >"$dir/m$i.log" 2>&1 &
+      --initial-cluster-token keel-compare "${extra[@]}" >"$dir/m$i.log" 2>&1 &
     PIDS+=($!)
     EPS+=("127.0.0.1:$cp")
   done
@@ -268,6 +278,8 @@ START_S=$SECONDS
   echo "cases=$CASES"
   echo "loads=$LOADS"
   echo "watch_rate=$WATCH_RATE"
+  echo "etcd_args=${ETCD_ARGS:-}"
+  echo "keel_args=${KEEL_ARGS:-}"
 } >"$W/machine.env"
 log "workdir $W; measuring the floor (loopback round trip, durable 4 KiB write)"
 "$W/floor" "$W" >"$W/floor-before.json"
@@ -289,7 +301,7 @@ for size in $SIZES; do
         fi
         # Calibration: a short run on a fresh cluster; then ~SECS seconds at that rate.
         stem=$W/runs/calib-$t-$size-$c-$l
-        one_run "$t" "$size" "$c" "$conns" "$clients" $((clients * 20 + 500)) "$stem"
+        one_run "$t" "$size" "$c" "$conns" "$clients" $((clients * 50 + 1000)) "$stem"
         TOTAL[$t]=$(awk -v r="$(rps_of "$stem.json")" -v s="$SECS" -v k="$clients" \
           'BEGIN {t = int(r * s); m = (k * 10 > 1000 ? k * 10 : 1000); print (t < m ? m : t)}')
         log "calibrated $t $size $c $l: --total=${TOTAL[$t]}"

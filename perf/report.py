@@ -427,7 +427,10 @@ def cmd_report(workdir, results, name):
     L.append(
         f"Produced by `perf/compare.sh` (ROUNDS={env.get('rounds')}, SECS={env.get('secs')}, "
         f"SIZES=\"{env.get('sizes')}\", CASES=\"{env.get('cases')}\", LOADS=\"{env.get('loads')}\", "
-        f"WATCH_RATE={env.get('watch_rate')}), {env.get('start')} to {env.get('end')} "
+        f"WATCH_RATE={env.get('watch_rate')}"
+        + (f", ETCD_ARGS=\"{env['etcd_args']}\"" if env.get("etcd_args") else "")
+        + (f", KEEL_ARGS=\"{env['keel_args']}\"" if env.get("keel_args") else "")
+        + f"), {env.get('start')} to {env.get('end')} "
         f"({int(env.get('duration_s', '0')) / 60:.1f} min)."
     )
     L.append("")
