@@ -90,9 +90,10 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 }
 
 alive() { # pid: running (a zombie counts as gone)
-  [[ -r /proc/$1/stat ]] || return 1
   local s
-  s=$(<"/proc/$1/stat") || return 1
+  # (read, not $(<file): under set -e a failed $(<file) ends bash 5.2, and the process may be
+  # reaped between any check and the read)
+  { read -r s <"/proc/$1/stat"; } 2>/dev/null || return 1
   s=${s##*) }
   [[ ${s:0:1} != Z ]]
 }
@@ -187,7 +188,7 @@ cpu_ticks() { # summed utime + stime of the running members, in clock ticks
   local p s sum=0
   local -a f
   for p in "${PIDS[@]}"; do
-    s=$(<"/proc/$p/stat")
+    read -r s <"/proc/$p/stat"
     s=${s##*) }
     read -ra f <<<"$s"
     sum=$((sum + f[11] + f[12]))
@@ -234,7 +235,7 @@ one_run() {
   read -ra args <<<"$(bench_args "$c" "$total")"
   local eps
   eps=$(IFS=,; echo "${EPS[*]}")
-  local c0 c1 t0 t1 rc=0
+  local c0 c1 t0 t1 rc=0 p
   c0=$(cpu_ticks)
   t0=$(date +%s.%N)
   local TIMEFORMAT='%U %S'
@@ -242,6 +243,12 @@ one_run() {
       --conns="$conns" --clients="$clients" --json "${args[@]}" >"$stem.json" 2>"$stem.err"; } \
     2>"$stem.time" || rc=$?
   t1=$(date +%s.%N)
+  for p in "${PIDS[@]}"; do
+    if ! alive "$p"; then
+      log "a $t member (pid $p) exited during the run ($size $c $conns/$clients); logs in $W/data"
+      return 1
+    fi
+  done
   c1=$(cpu_ticks)
   local rss
   rss=$(peak_rss_kb)
