@@ -340,7 +340,8 @@ def plot(med, metric, path, title, ylabel):
         o.append(f'<text x="{(x0 + x1) / 2}" y="{y1 + 36}" text-anchor="middle" fill="#333">clients (log scale)</text>')
         o.append(
             f'<text x="{px + 14}" y="{(y0 + y1) / 2}" text-anchor="middle" fill="#333" '
-            f'transform="rotate(-90 {px + 14} {(y0 + y1) / 2})">{esc(ylabel)} (log scale)</text>'
+            f'transform="rotate(-90 {px + 14} {(y0 + y1) / 2})">'
+            f'{esc("events/s" if case == "watch-latency" and metric == "req_per_s" else ylabel)} (log scale)</text>'
         )
         for si, (t, s) in enumerate((t, s) for t in TARGETS for s in sizes):
             # Each series a few pixels to the side, so coinciding points stay visible.
