@@ -530,6 +530,22 @@ impl<'a> NodePage<'a> {
         }
     }
 
+    /// Starts loading the first cache line of leaf entry `i`'s inline value (nothing when `i`
+    /// is past the end or the value lives in an overflow run).
+    #[inline]
+    pub fn prefetch_value(&self, i: usize) {
+        if i >= self.count {
+            return;
+        }
+        let e = self.elem(i);
+        let vo = u32::from_le_bytes([e[8], e[9], e[10], e[11]]) as usize;
+        if e[6] & 1 == 0 {
+            if let Some(b) = self.bytes.get(vo) {
+                crate::btree::mmap::prefetch_line(b);
+            }
+        }
+    }
+
     /// Compares entry `i`'s key with `key`, whose prefix `q` is already known.
     #[inline]
     fn cmp_entry(&self, i: usize, q: u64, key: &[u8]) -> std::cmp::Ordering {
