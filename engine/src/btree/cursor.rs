@@ -82,6 +82,12 @@ impl<'a> NodeRef<'a> {
     }
 }
 
+/// Cache lines of the neighbouring leaf a cursor prefetches when it enters a leaf: its header,
+/// prefix and element arrays for up to ~14 entries.
+const NEIGHBOUR_LINES: usize = 6;
+/// How many entries ahead of the one it moves to a scanning cursor prefetches a value.
+const VALUE_PREFETCH_DISTANCE: usize = 4;
+
 /// Where a cursor's nodes come from.
 #[derive(Clone, Copy)]
 pub(crate) struct Source<'a> {
@@ -194,6 +200,45 @@ impl<'a> Cursor<'a> {
         self.src.node(c)
     }
 
+    /// Called when the cursor enters a leaf on a scan in either direction. Starts loading what
+    /// the scan reads next, so those cache misses overlap instead of coming one after another:
+    /// the values of the next few entries of this leaf, and the header, prefix and element
+    /// arrays of the neighbouring leaf the scan reaches after this one. Only hints: every page
+    /// is still read through [`Source::node`], and validated, when the cursor gets there.
+    #[inline]
+    fn entered_leaf(&self, backward: bool) {
+        let n = self.stack.len();
+        let Some(&(leaf, i)) = self.stack.last() else {
+            return;
+        };
+        if let NodeRef::Page(p) = leaf {
+            for d in 0..=VALUE_PREFETCH_DISTANCE {
+                let j = if backward { i.wrapping_sub(d) } else { i + d };
+                p.prefetch_value(j);
+            }
+        }
+        if n < 2 {
+            return;
+        }
+        let (parent, i) = self.stack[n - 2];
+        let j = if backward {
+            match i.checked_sub(1) {
+                Some(j) => j,
+                None => return,
+            }
+        } else if i + 1 < parent.len() {
+            i + 1
+        } else {
+            return;
+        };
+        if let NodeRef::Page(p) = parent {
+            let pid = p.child(j);
+            if pid < self.src.hwm {
+                self.src.shared.map.prefetch(pid, NEIGHBOUR_LINES);
+            }
+        }
+    }
+
     /// True when the top of the stack is a leaf with no entries (possible only for a dirty leaf
     /// of a write transaction whose entries were all deleted; committed runs are never empty).
     fn on_empty_leaf(&self) -> bool {
@@ -211,6 +256,7 @@ impl<'a> Cursor<'a> {
             };
             self.stack.push((n, i));
             if n.leaf() {
+                self.entered_leaf(rightmost);
                 return Ok(());
             }
             c = n.child(i);
@@ -250,6 +296,7 @@ impl<'a> Cursor<'a> {
             if n.leaf() {
                 let (i, _) = n.search(key);
                 self.stack.push((n, i));
+                self.entered_leaf(false);
                 if i >= n.len() {
                     self.next_leaf()?;
                 }
@@ -313,17 +360,23 @@ impl<'a> Cursor<'a> {
         };
         *i += 1;
         if *i < n.len() {
+            if let NodeRef::Page(p) = n {
+                p.prefetch_value(*i + VALUE_PREFETCH_DISTANCE);
+            }
             return Ok(());
         }
         self.next_leaf()
     }
 
     pub fn prev(&mut self) -> Result<()> {
-        let Some((_, i)) = self.stack.last_mut() else {
+        let Some((n, i)) = self.stack.last_mut() else {
             return Ok(());
         };
         if *i > 0 {
             *i -= 1;
+            if let NodeRef::Page(p) = n {
+                p.prefetch_value(i.wrapping_sub(VALUE_PREFETCH_DISTANCE));
+            }
             return Ok(());
         }
         self.prev_leaf()

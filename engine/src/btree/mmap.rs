@@ -72,6 +72,19 @@ impl Mmap {
         unsafe { std::slice::from_raw_parts(self.ptr.add(off), len) }
     }
 
+    /// Hints the CPU to start loading the first `lines` cache lines of page `page` (no-op when
+    /// the page lies outside the map). See [`prefetch_line`].
+    #[inline]
+    pub fn prefetch(&self, page: PageId, lines: usize) {
+        if page >= (self.len / PAGE_SIZE) as u64 {
+            return;
+        }
+        let first = self.ptr.wrapping_add(page as usize * PAGE_SIZE);
+        for l in 0..lines.min(PAGE_SIZE / 64) {
+            prefetch_line(first.wrapping_add(l * 64));
+        }
+    }
+
     /// Asks the kernel to read the first `len` bytes ahead (the working set is meant to be
     /// resident; DESIGN.md §2).
     pub fn will_need(&self, len: u64) {
@@ -91,6 +104,21 @@ impl Drop for Mmap {
             libc::munmap(self.ptr as *mut libc::c_void, self.len);
         }
     }
+}
+
+/// Hints the CPU to start loading the cache line holding `p` (a no-op on targets without a
+/// prefetch instruction). A hint never faults and changes no memory, whatever the address, so it
+/// needs no guarantee about the page: the bytes are read, and validated, only when used.
+#[inline]
+pub fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is only a hint: it never faults, whatever the address, and writes no
+    // memory; SSE, which provides it, is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// One bit per page of the map: "this run was validated".

@@ -4,8 +4,8 @@
 //! encoding of nodes; the write transaction owns the arena and the allocation of page ids.
 
 use crate::btree::page::{
-    self, align16, pages_for, seal, wr_u16, wr_u32, wr_u64, Header, Kind, NodePage, PageId,
-    ValueRef, ELEM_SIZE, HEADER_SIZE, PAGE_SIZE,
+    self, align16, key_prefix, pages_for, seal, wr_u16, wr_u32, wr_u64, Header, Kind, NodePage,
+    PageId, ValueRef, ELEM_SIZE, ENTRY_FIXED, HEADER_SIZE, PAGE_SIZE, PREFIX_SIZE,
 };
 
 /// Bytes of a dirty node: borrowed from the committed run the node was decoded from, or owned
@@ -165,7 +165,7 @@ impl Node {
 
     fn entry_size(&self, i: usize) -> usize {
         let v = if self.leaf { self.vals[i].slot() } else { 0 };
-        ELEM_SIZE + self.keys[i].len() + v
+        ENTRY_FIXED + self.keys[i].len() + v
     }
 
     /// Encoded size of entries [a, b) including the header; padding of the value area included.
@@ -231,7 +231,15 @@ impl Node {
             seq,
         };
         h.write(&mut buf);
-        let mut at = HEADER_SIZE + count * ELEM_SIZE;
+        let elems_at = HEADER_SIZE + count * PREFIX_SIZE;
+        for (j, i) in (a..b).enumerate() {
+            wr_u64(
+                &mut buf,
+                HEADER_SIZE + j * PREFIX_SIZE,
+                key_prefix(&self.keys[i]),
+            );
+        }
+        let mut at = elems_at + count * ELEM_SIZE;
         if self.leaf {
             at = align16(at);
             let mut val_at = Vec::with_capacity(count);
@@ -250,7 +258,7 @@ impl Node {
                 }
             }
             for (j, i) in (a..b).enumerate() {
-                let e = HEADER_SIZE + j * ELEM_SIZE;
+                let e = elems_at + j * ELEM_SIZE;
                 let k = &self.keys[i];
                 buf[at..at + k.len()].copy_from_slice(k);
                 wr_u32(&mut buf, e, at as u32);
@@ -267,7 +275,7 @@ impl Node {
             }
         } else {
             for (j, i) in (a..b).enumerate() {
-                let e = HEADER_SIZE + j * ELEM_SIZE;
+                let e = elems_at + j * ELEM_SIZE;
                 let k = &self.keys[i];
                 buf[at..at + k.len()].copy_from_slice(k);
                 wr_u32(&mut buf, e, at as u32);
@@ -324,6 +332,18 @@ mod tests {
     use super::*;
     use crate::btree::page::validate_run;
 
+    impl Node {
+        fn clone_shape(&self) -> Node {
+            Node {
+                leaf: self.leaf,
+                keys: self.keys.clone(),
+                vals: self.vals.clone(),
+                children: self.children.clone(),
+                append: self.append,
+            }
+        }
+    }
+
     fn leaf(entries: &[(&[u8], usize)]) -> Node {
         let mut n = Node::new_leaf();
         for (k, vl) in entries {
@@ -346,6 +366,29 @@ mod tests {
             };
             assert_eq!(v.len(), [3, 17, 0, 100][i]);
             assert_eq!((v.as_ptr() as usize - buf.as_ptr() as usize) % 16, 0);
+        }
+    }
+
+    #[test]
+    fn a_prefix_that_does_not_match_its_key_is_rejected_even_with_a_valid_checksum() {
+        let n = leaf(&[(b"a", 3), (b"bb", 17), (b"ccc", 0)]);
+        for branch in [false, true] {
+            let mut n = n.clone_shape();
+            if branch {
+                n.leaf = false;
+                n.vals.clear();
+                n.children = vec![Child::Page(3); 3];
+            }
+            let good = n.encode(0, 3, 9, 1);
+            validate_run(&good, 9, 10).unwrap();
+            for i in 0..3 {
+                // Prefixes that still sort the same way, so only the prefix check can object.
+                let mut buf = good.clone();
+                buf[HEADER_SIZE + i * PREFIX_SIZE] ^= 1;
+                seal(&mut buf);
+                let err = validate_run(&buf, 9, 10).unwrap_err();
+                assert!(err.contains("prefix"), "{err}");
+            }
         }
     }
 

@@ -29,11 +29,16 @@
 //!       16  id         u64      the run's own page id (catches misdirected writes)
 //!       24  seq        u64      commit sequence that wrote the run
 //!
-//! leaf   header | count x elem{key_off u32, key_len u16, flags u8, 0 u8, val_off u32, val_len u32}
+//! leaf   header | count x prefix u64
+//!        | count x elem{key_off u32, key_len u16, flags u8, 0 u8, val_off u32, val_len u32}
 //!        | values, each at a 16-byte-aligned offset | keys
 //!        flags bit 0: the value lives in an overflow run; the value slot holds {page u64, 0 u64}
-//! branch header | count x elem{key_off u32, key_len u32, child u64} | keys
+//! branch header | count x prefix u64 | count x elem{key_off u32, key_len u32, child u64} | keys
 //!        key i is the smallest key of child i's subtree (key 0 may be smaller than all of it)
+//! prefix i = key i's first 8 bytes, zero-padded, read as a big-endian integer (stored, like
+//!        every field, little-endian). Prefixes order like the keys except where they tie, so a
+//!        binary search compares them first and reads a key only on a tie: the dense prefix array
+//!        is a few cache lines, where the keys lie at the far end of the page (format 2).
 //! overflow header | value bytes (at offset 32, 16-byte aligned) | zero padding
 //! freelist header | next u64 | count x page id u64
 //! ```
@@ -45,13 +50,18 @@ pub const PAGE_SIZE_U64: u64 = PAGE_SIZE as u64;
 pub type PageId = u64;
 
 pub const MAGIC: [u8; 8] = *b"KEELBT\0\x01";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: leaves and branches carry the key-prefix array (see the layout above).
+pub const FORMAT_VERSION: u32 = 2;
 pub const META_LEN: usize = 64;
 /// Pages 0 and 1 are the meta slots; the first data page.
 pub const FIRST_DATA_PAGE: PageId = 2;
 
 pub const HEADER_SIZE: usize = 32;
 pub const ELEM_SIZE: usize = 16;
+/// Bytes of one entry of a node's key-prefix array.
+pub const PREFIX_SIZE: usize = 8;
+/// Fixed bytes of one node entry: its prefix and its element.
+pub const ENTRY_FIXED: usize = PREFIX_SIZE + ELEM_SIZE;
 pub const FREELIST_IDS_OFFSET: usize = HEADER_SIZE + 8;
 pub const FREELIST_IDS_PER_PAGE: usize = (PAGE_SIZE - FREELIST_IDS_OFFSET) / 8;
 
@@ -117,6 +127,21 @@ pub fn wr_u32(b: &mut [u8], at: usize, v: u32) {
 #[inline]
 pub fn wr_u64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A key's first 8 bytes, zero-padded, as a big-endian integer. For any keys `a` and `b`,
+/// `key_prefix(a) < key_prefix(b)` implies `a < b` (the first differing byte lies in the first
+/// 8, or `a` ends there and is a prefix of `b`); equal prefixes say nothing, and the keys decide.
+#[inline]
+pub fn key_prefix(key: &[u8]) -> u64 {
+    match key.first_chunk::<8>() {
+        Some(b) => u64::from_be_bytes(*b),
+        None => {
+            let mut b = [0u8; 8];
+            b[..key.len()].copy_from_slice(key);
+            u64::from_be_bytes(b)
+        }
+    }
 }
 
 #[inline]
@@ -322,13 +347,13 @@ fn validate_leaf(run: &[u8], n: usize, hwm: u64) -> std::result::Result<(), Stri
     if n == 0 {
         return Err("empty leaf".into());
     }
-    let elems_end = HEADER_SIZE + n * ELEM_SIZE;
+    let elems_end = HEADER_SIZE + n * ENTRY_FIXED;
     if elems_end > run.len() {
         return Err(format!("{n} leaf elements overrun the page"));
     }
     let mut prev: Option<&[u8]> = None;
     for i in 0..n {
-        let e = HEADER_SIZE + i * ELEM_SIZE;
+        let e = HEADER_SIZE + n * PREFIX_SIZE + i * ELEM_SIZE;
         let ko = rd_u32(run, e) as usize;
         let kl = rd_u16(run, e + 4) as usize;
         let flags = run[e + 6];
@@ -338,6 +363,9 @@ fn validate_leaf(run: &[u8], n: usize, hwm: u64) -> std::result::Result<(), Stri
             return Err(format!("leaf key {i} out of bounds"));
         }
         let key = &run[ko..ko + kl];
+        if rd_u64(run, HEADER_SIZE + i * PREFIX_SIZE) != key_prefix(key) {
+            return Err(format!("leaf key {i} does not match its prefix"));
+        }
         if let Some(p) = prev {
             if p >= key {
                 return Err(format!("leaf keys out of order at {i}"));
@@ -377,13 +405,13 @@ fn validate_branch(run: &[u8], n: usize, hwm: u64) -> std::result::Result<(), St
     if n == 0 {
         return Err("empty branch".into());
     }
-    let elems_end = HEADER_SIZE + n * ELEM_SIZE;
+    let elems_end = HEADER_SIZE + n * ENTRY_FIXED;
     if elems_end > run.len() {
         return Err(format!("{n} branch elements overrun the page"));
     }
     let mut prev: Option<&[u8]> = None;
     for i in 0..n {
-        let e = HEADER_SIZE + i * ELEM_SIZE;
+        let e = HEADER_SIZE + n * PREFIX_SIZE + i * ELEM_SIZE;
         let ko = rd_u32(run, e) as usize;
         let kl = rd_u32(run, e + 4) as usize;
         let child = rd_u64(run, e + 8);
@@ -391,6 +419,9 @@ fn validate_branch(run: &[u8], n: usize, hwm: u64) -> std::result::Result<(), St
             return Err(format!("branch key {i} out of bounds"));
         }
         let key = &run[ko..ko + kl];
+        if rd_u64(run, HEADER_SIZE + i * PREFIX_SIZE) != key_prefix(key) {
+            return Err(format!("branch key {i} does not match its prefix"));
+        }
         if let Some(p) = prev {
             if p >= key {
                 return Err(format!("branch keys out of order at {i}"));
@@ -415,6 +446,10 @@ pub struct NodePage<'a> {
     pub bytes: &'a [u8],
     pub leaf: bool,
     pub count: usize,
+    /// The key-prefix array: `count` little-endian u64s.
+    prefixes: &'a [u8],
+    /// The element array: `count` elements of `ELEM_SIZE` bytes.
+    elems: &'a [u8],
 }
 
 /// Where a leaf entry's value lives.
@@ -425,40 +460,66 @@ pub enum ValueRef<'a> {
 }
 
 impl<'a> NodePage<'a> {
+    #[inline]
     pub fn new(bytes: &'a [u8], h: &Header) -> NodePage<'a> {
         debug_assert!(matches!(h.kind, Kind::Leaf | Kind::Branch));
+        let count = h.count as usize;
+        let elems_at = HEADER_SIZE + count * PREFIX_SIZE;
         NodePage {
             bytes,
             leaf: h.kind == Kind::Leaf,
-            count: h.count as usize,
+            count,
+            prefixes: &bytes[HEADER_SIZE..elems_at],
+            elems: &bytes[elems_at..elems_at + count * ELEM_SIZE],
+        }
+    }
+
+    #[inline]
+    fn elem(&self, i: usize) -> &'a [u8; ELEM_SIZE] {
+        self.elems[i * ELEM_SIZE..]
+            .first_chunk::<ELEM_SIZE>()
+            .expect("element inside the element array")
+    }
+
+    #[inline]
+    fn prefix(&self, i: usize) -> u64 {
+        u64::from_le_bytes(
+            *self.prefixes[i * PREFIX_SIZE..]
+                .first_chunk::<PREFIX_SIZE>()
+                .expect("prefix inside the prefix array"),
+        )
+    }
+
+    #[inline]
+    fn key_len(&self, e: &[u8; ELEM_SIZE]) -> usize {
+        if self.leaf {
+            u16::from_le_bytes([e[4], e[5]]) as usize
+        } else {
+            u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as usize
         }
     }
 
     #[inline]
     pub fn key(&self, i: usize) -> &'a [u8] {
-        let e = HEADER_SIZE + i * ELEM_SIZE;
-        let ko = rd_u32(self.bytes, e) as usize;
-        let kl = if self.leaf {
-            rd_u16(self.bytes, e + 4) as usize
-        } else {
-            rd_u32(self.bytes, e + 4) as usize
-        };
-        &self.bytes[ko..ko + kl]
+        let e = self.elem(i);
+        let ko = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as usize;
+        &self.bytes[ko..ko + self.key_len(e)]
     }
 
     #[inline]
     pub fn child(&self, i: usize) -> PageId {
         debug_assert!(!self.leaf);
-        rd_u64(self.bytes, HEADER_SIZE + i * ELEM_SIZE + 8)
+        let e = self.elem(i);
+        u64::from_le_bytes(*e[8..].first_chunk::<8>().expect("8 bytes"))
     }
 
     #[inline]
     pub fn value(&self, i: usize) -> ValueRef<'a> {
         debug_assert!(self.leaf);
-        let e = HEADER_SIZE + i * ELEM_SIZE;
-        let flags = self.bytes[e + 6];
-        let vo = rd_u32(self.bytes, e + 8) as usize;
-        let vl = rd_u32(self.bytes, e + 12) as usize;
+        let e = self.elem(i);
+        let flags = e[6];
+        let vo = u32::from_le_bytes([e[8], e[9], e[10], e[11]]) as usize;
+        let vl = u32::from_le_bytes([e[12], e[13], e[14], e[15]]) as usize;
         if flags & 1 == 0 {
             ValueRef::Inline(&self.bytes[vo..vo + vl])
         } else {
@@ -469,13 +530,49 @@ impl<'a> NodePage<'a> {
         }
     }
 
-    /// Index of the first key >= `key` (leaf search), and whether it is equal.
+    /// Starts loading the first cache line of leaf entry `i`'s inline value (nothing when `i`
+    /// is past the end or the value lives in an overflow run).
+    #[inline]
+    pub fn prefetch_value(&self, i: usize) {
+        if i >= self.count {
+            return;
+        }
+        let e = self.elem(i);
+        let vo = u32::from_le_bytes([e[8], e[9], e[10], e[11]]) as usize;
+        if e[6] & 1 == 0 {
+            if let Some(b) = self.bytes.get(vo) {
+                crate::btree::mmap::prefetch_line(b);
+            }
+        }
+    }
+
+    /// Compares entry `i`'s key with `key`, whose prefix `q` is already known.
+    #[inline]
+    fn cmp_entry(&self, i: usize, q: u64, key: &[u8]) -> std::cmp::Ordering {
+        match self.prefix(i).cmp(&q) {
+            std::cmp::Ordering::Equal => {}
+            o => return o,
+        }
+        let e = self.elem(i);
+        let kl = self.key_len(e);
+        if kl <= PREFIX_SIZE && key.len() <= PREFIX_SIZE {
+            // Both keys lie inside their equal zero-padded prefixes: the shorter one is the
+            // other minus trailing zero bytes, hence a prefix of it and smaller.
+            return kl.cmp(&key.len());
+        }
+        let ko = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as usize;
+        self.bytes[ko..ko + kl].cmp(key)
+    }
+
+    /// Index of the first key >= `key` (leaf search), and whether it is equal. Probes compare
+    /// the prefix array and read a key only where the prefixes tie.
     #[inline]
     pub fn search(&self, key: &[u8]) -> (usize, bool) {
+        let q = key_prefix(key);
         let (mut lo, mut hi) = (0usize, self.count);
         while lo < hi {
-            let mid = (lo + hi) / 2;
-            match self.key(mid).cmp(key) {
+            let mid = lo + (hi - lo) / 2;
+            match self.cmp_entry(mid, q, key) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Equal => return (mid, true),
                 std::cmp::Ordering::Greater => hi = mid,
@@ -528,6 +625,34 @@ pub fn check_value(value: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_prefix_orders_like_the_keys_where_it_differs() {
+        let keys: Vec<Vec<u8>> = vec![
+            vec![0],
+            vec![0, 0],
+            vec![0, 0, 0, 0, 0, 0, 0, 0],
+            vec![0, 0, 0, 0, 0, 0, 0, 0, 0],
+            vec![0, 1],
+            b"a".to_vec(),
+            b"a\0".to_vec(),
+            b"ab".to_vec(),
+            b"abcdefgh".to_vec(),
+            b"abcdefgh\0".to_vec(),
+            b"abcdefghi".to_vec(),
+            b"abcdefgi".to_vec(),
+            vec![0xff; 8],
+            vec![0xff; 9],
+        ];
+        for a in &keys {
+            for b in &keys {
+                let (pa, pb) = (key_prefix(a), key_prefix(b));
+                if pa != pb {
+                    assert_eq!(pa.cmp(&pb), a.cmp(b), "{a:?} vs {b:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn meta_roundtrip_and_every_flipped_byte_is_rejected() {
