@@ -518,8 +518,9 @@ impl Core {
                         conn_id,
                         req_id,
                         false,
+                        // etcd 3.4 answers alarm requests without a response header.
                         Ok(p::Response::Alarm(p::AlarmResponse {
-                            header: h.header(0),
+                            header: p::ResponseHeader::default(),
                             alarms,
                         })),
                     );

@@ -576,7 +576,10 @@ impl Printer {
             }
             Format::Json => {
                 let mut o = Obj::default();
-                o.raw("header", &header_json(&r.header));
+                // etcd 3.4 sends no header with alarm responses; etcdctl omits the nil field.
+                if r.header != p::ResponseHeader::default() {
+                    o.raw("header", &header_json(&r.header));
+                }
                 if !r.alarms.is_empty() {
                     let items = r.alarms.iter().map(|a| {
                         let mut m = Obj::default();
