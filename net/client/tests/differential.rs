@@ -10,26 +10,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-/// Replaces the number after `"field":` with `N`.
-fn blank_json_number(s: &str, field: &str) -> String {
-    let pat = format!("\"{field}\":");
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find(&pat) {
-        out.push_str(&rest[..i + pat.len()]);
-        rest = &rest[i + pat.len()..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '-'))
-            .unwrap_or(rest.len());
-        if end > 0 {
-            out.push('N');
-        }
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Replaces the number inside `remaining(…s)` with `N`.
 fn blank_remaining(s: &str) -> String {
     let mut out = String::new();
@@ -48,7 +28,7 @@ fn blank_remaining(s: &str) -> String {
 fn normalise(s: &str, leases: &[i64]) -> String {
     let mut s = s.to_string();
     for f in ["cluster_id", "member_id", "raft_term"] {
-        s = blank_json_number(&s, f);
+        s = blank_json(&s, f, false);
     }
     // Lease ids: etcd's are random, keel's sequential. Name them by grant order.
     for (i, &l) in leases.iter().enumerate() {
@@ -60,7 +40,7 @@ fn normalise(s: &str, leases: &[i64]) -> String {
     }
     // Remaining TTL depends on when the command ran.
     if s.contains("granted-ttl") {
-        s = blank_json_number(&s, "ttl");
+        s = blank_json(&s, "ttl", false);
     }
     blank_remaining(&s)
 }

@@ -11,6 +11,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Replaces the number after `"field":` with `N`; with `strings`, a quoted string value too
+/// (and then every occurrence gets its `N`, whatever follows).
+pub fn blank_json(s: &str, field: &str, strings: bool) -> String {
+    let pat = format!("\"{field}\":");
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find(&pat) {
+        out.push_str(&rest[..i + pat.len()]);
+        rest = &rest[i + pat.len()..];
+        let end = match rest.strip_prefix('"') {
+            Some(q) if strings => q.find('"').map_or(rest.len(), |e| e + 2),
+            _ => rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+                .unwrap_or(rest.len()),
+        };
+        if strings || end > 0 {
+            out.push('N');
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Free loopback ports (bound together, then released).
 pub fn free_ports(n: usize) -> Vec<u16> {
     let ls: Vec<std::net::TcpListener> = (0..n)
