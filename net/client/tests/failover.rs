@@ -37,17 +37,28 @@ async fn kill_the_member_the_client_talks_to() {
         .with_dial_timeout(Duration::from_secs(20));
     let client = Client::connect(endpoints.clone(), opts).await.unwrap();
     wait_leader(&client).await;
-    // Re-resolve the leader now that one is elected: the client prefers it.
-    let talk_to = {
-        let mut idx = None;
-        for i in 0..endpoints.len() {
-            let s = client.status_on(i).await.unwrap();
-            if s.leader == s.header.member_id {
-                idx = Some(i);
-            }
+    // The member the client sends writes to is the one it believes is the leader. Right after
+    // the cluster starts that belief may be stale (the client connected before an election and a
+    // follower forwards its writes), so make it true: move leadership to that member if it does
+    // not hold it. Then the kill below takes down both the client's connection and the leader.
+    let talk_to = client.leader_endpoint();
+    let mut ids = Vec::new();
+    let mut leader = None;
+    for i in 0..endpoints.len() {
+        let s = client.status_on(i).await.unwrap();
+        ids.push(s.header.member_id);
+        if s.leader == s.header.member_id {
+            leader = Some(i);
         }
-        idx.expect("a leader among the endpoints")
-    };
+    }
+    if leader != Some(talk_to) {
+        client.move_leader(ids[talk_to]).await.unwrap();
+    }
+    assert_eq!(client.leader_endpoint(), talk_to);
+    assert_eq!(
+        client.status_on(talk_to).await.unwrap().leader,
+        ids[talk_to]
+    );
 
     let start = client.get("/f/").prefix().await.unwrap().header.revision;
     let mut watch = client.watch("/f/").prefix().rev(start + 1).await.unwrap();
