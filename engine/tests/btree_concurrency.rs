@@ -2,6 +2,8 @@
 //! thousands of transactions; each reader must see exactly the state of its snapshot, also
 //! after the writer has moved on (values are borrowed from the map, so a reused page would
 //! show up as changed bytes). Plus: an rkyv archive stored as a value is accessed in place.
+//! Plus: `Database::sync` runs its fdatasyncs without the writer, so a write transaction on
+//! another thread begins and commits while a sync is blocked inside the disk.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,4 +158,112 @@ fn rkyv_values_are_accessed_in_place_from_the_map() {
         let inner = archived.value.as_slice().as_ptr() as usize;
         assert!(inner >= bytes.as_ptr() as usize && inner < bytes.as_ptr() as usize + bytes.len());
     }
+}
+
+/// A file backend whose `sync` blocks, once armed, until the test lets it go.
+struct GatedSync {
+    inner: keel_engine::btree::FileBackend,
+    armed: Arc<AtomicBool>,
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl keel_engine::btree::StorageBackend for GatedSync {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, buf)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write(offset, data)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.entered.lock().unwrap().send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+        self.inner.sync()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn map_fd(&self) -> std::os::fd::RawFd {
+        self.inner.map_fd()
+    }
+}
+
+#[test]
+fn a_writer_commits_while_a_sync_waits_for_the_disk() {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered_rx) = channel();
+    let (release_tx, release_rx) = channel();
+    let backend = GatedSync {
+        inner: keel_engine::btree::FileBackend::new(file),
+        armed: armed.clone(),
+        entered: std::sync::Mutex::new(entered_tx),
+        release: std::sync::Mutex::new(release_rx),
+    };
+    let db = Arc::new(Database::open_backend(Box::new(backend), Options::default()).unwrap());
+    let mut w = db.begin_write().unwrap();
+    w.create_bucket(b"kv").unwrap();
+    w.bucket(b"kv").unwrap().put(b"a", b"1").unwrap();
+    w.commit().unwrap();
+
+    // A sync blocks in its first fdatasync...
+    armed.store(true, Ordering::SeqCst);
+    let syncer = {
+        let db = db.clone();
+        std::thread::spawn(move || db.sync())
+    };
+    entered_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the sync reaches the disk");
+    // ...while a writer on another thread begins, changes, commits and is read back.
+    let (done_tx, done_rx) = channel();
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            for i in 0..100u32 {
+                let mut w = db.begin_write().unwrap();
+                w.bucket(b"kv")
+                    .unwrap()
+                    .put(format!("k{i:03}").as_bytes(), &[7u8; 300])
+                    .unwrap();
+                w.bucket(b"kv").unwrap().delete(b"a").unwrap();
+                w.commit().unwrap();
+            }
+            done_tx.send(()).unwrap();
+        })
+    };
+    let wrote = done_rx.recv_timeout(Duration::from_secs(30));
+    // Let the sync finish either way, so a failure below does not hang the test.
+    release_tx.send(()).unwrap();
+    assert!(
+        wrote.is_ok(),
+        "write transactions waited for the sync's fdatasync"
+    );
+    writer.join().unwrap();
+    syncer.join().unwrap().unwrap();
+    assert_eq!(db.begin_read().bucket(b"kv").unwrap().unwrap().len(), 100);
+    // The sync made the state at its start durable; one more makes everything durable.
+    db.sync().unwrap();
+    drop(db);
+    let db = Database::open(&path, Options::default()).unwrap();
+    assert_eq!(db.check().unwrap(), vec![]);
+    let r = db.begin_read();
+    let b = r.bucket(b"kv").unwrap().unwrap();
+    assert_eq!(b.len(), 100);
+    assert_eq!(b.get(b"a").unwrap(), None);
 }

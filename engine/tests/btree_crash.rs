@@ -7,6 +7,11 @@
 //! reopens each, and requires: the state equals the last durable commit (or the next one, if
 //! its meta write itself landed), and `check` reports nothing.
 //!
+//! The same runs again with split durable commits (`prepare_durable` … `complete`, what
+//! `Database::sync` does) and two visible commits — with deletes and overwrites that free and
+//! reuse pages — between each prepare and its completion: nothing a visible commit writes while
+//! a durable commit's syncs are pending may damage either durable state.
+//!
 //! A second test injects an I/O error at every operation of a commit and requires the database
 //! to refuse further writes until reopened (D2), with the reopened state intact.
 
@@ -15,7 +20,7 @@ use std::fs::OpenOptions;
 use std::path::Path;
 
 use keel_engine::btree::fault::{FaultBackend, FaultHandle};
-use keel_engine::btree::{Database, Error, Options};
+use keel_engine::btree::{Database, Error, Options, PendingDurable};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -49,12 +54,23 @@ impl Rng {
     }
 }
 
-/// Runs the workload; after every durable commit records (operations so far, state).
-/// Stops at the first error (the backend may be set to fail).
+/// How the workload's durable commits are made.
+#[derive(Clone, Copy, Debug)]
+enum Durable {
+    /// `commit_durable`: prepare and complete at once.
+    Inline,
+    /// `prepare_durable`, then the next two (visible) commits, then `complete`.
+    Split,
+}
+
+/// Runs the workload; after every durable commit records (operations before it started,
+/// operations when it completed, state). Stops at the first error (the backend may be set to
+/// fail).
 fn workload(
     db: &Database,
     handle: &FaultHandle,
     durable_states: &mut Vec<(u64, u64, Model)>,
+    mode: Durable,
 ) -> Result<(), Error> {
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let mut model = Model::new();
@@ -62,6 +78,7 @@ fn workload(
     w.create_bucket(b"kv")?;
     w.commit_durable()?;
     durable_states.push((0, handle.ops(), model.clone()));
+    let mut in_flight: Option<(PendingDurable, u64, Model)> = None;
     for t in 0..24u64 {
         let mut w = db.begin_write()?;
         for _ in 0..rng.below(60) + 1 {
@@ -79,13 +96,26 @@ fn workload(
                 model.insert(k, v);
             }
         }
-        if t % 3 == 2 {
-            let before = handle.ops();
-            w.commit_durable()?;
-            durable_states.push((before, handle.ops(), model.clone()));
-        } else {
-            w.commit()?;
+        match (mode, t % 3 == 2) {
+            (Durable::Inline, true) => {
+                let before = handle.ops();
+                w.commit_durable()?;
+                durable_states.push((before, handle.ops(), model.clone()));
+            }
+            (Durable::Split, true) => {
+                if let Some((p, before, m)) = in_flight.take() {
+                    p.complete()?;
+                    durable_states.push((before, handle.ops(), m));
+                }
+                let before = handle.ops();
+                in_flight = Some((w.prepare_durable()?, before, model.clone()));
+            }
+            (_, false) => w.commit()?,
         }
+    }
+    if let Some((p, before, m)) = in_flight.take() {
+        p.complete()?;
+        durable_states.push((before, handle.ops(), m));
     }
     Ok(())
 }
@@ -118,11 +148,20 @@ fn open_faulty(path: &Path) -> (Database, FaultHandle) {
 
 #[test]
 fn every_crash_point_reopens_at_the_last_durable_commit() {
+    crash_points(Durable::Inline);
+}
+
+#[test]
+fn every_crash_point_with_visible_commits_during_a_durable_sync() {
+    crash_points(Durable::Split);
+}
+
+fn crash_points(mode: Durable) {
     let dir = tmp();
     // A dry run counts the operations.
     let (db, handle) = open_faulty(&dir.path().join("count"));
     let mut states = Vec::new();
-    workload(&db, &handle, &mut states).unwrap();
+    workload(&db, &handle, &mut states, mode).unwrap();
     let total = handle.ops();
     drop(db);
     assert!(total > 50, "workload too small: {total} operations");
@@ -134,7 +173,7 @@ fn every_crash_point_reopens_at_the_last_durable_commit() {
         let base = handle.ops();
         handle.freeze_after(base + n);
         let mut states = Vec::new();
-        workload(&db, &handle, &mut states).unwrap();
+        workload(&db, &handle, &mut states, mode).unwrap();
         drop(db);
         // Durable commits whose final sync happened by the freeze; and the one in flight.
         let last = states.iter().rposition(|(_, end, _)| *end <= base + n);
@@ -187,7 +226,7 @@ fn every_crash_point_reopens_at_the_last_durable_commit() {
         }
         std::fs::remove_file(&path).unwrap();
     }
-    eprintln!("{total} crash points, {images} crash images reopened and checked");
+    eprintln!("{mode:?}: {total} crash points, {images} crash images reopened and checked");
 }
 
 #[test]

@@ -66,6 +66,8 @@ impl Database {
         })?;
         let _lock = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.inner.load_full();
+        // A durable commit syncing outside the writer finishes on the old file first.
+        drop(old.wait_durable_idle());
         if old.failed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::PreviousIo);
         }
@@ -102,6 +104,8 @@ impl Database {
         })?;
         let _lock = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.inner.load_full();
+        // A durable commit syncing outside the writer finishes on the old file first.
+        drop(old.wait_durable_idle());
         if old.failed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::PreviousIo);
         }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -62,7 +62,8 @@ pub(crate) struct WriterState {
 impl WriterState {
     /// Pages freed at sequences up to this bound may be reused (S3): no live reader holds an
     /// older snapshot and the last durable commit no longer references them.
-    pub fn reclaim(&mut self) {
+    pub fn reclaim(&mut self, shared: &Shared) {
+        self.absorb_durable(shared);
         // A snapshot only this history holds is dead: nobody can obtain it any more (only the
         // newest one is published, and it always has a second owner, the published slot).
         while self.history.len() > 1 && Arc::strong_count(&self.history[0]) == 1 {
@@ -71,6 +72,28 @@ impl WriterState {
         let oldest_reader = self.history.front().map_or(u64::MAX, |s| s.seq);
         self.alloc.reclaim(oldest_reader, self.durable_seq);
     }
+}
+
+impl WriterState {
+    /// Takes in a durable commit that completed since the writer last looked (its sync ran
+    /// without the writer, `write.rs`): from now on pages it no longer references may be reused.
+    pub fn absorb_durable(&mut self, shared: &Shared) {
+        let mut d = shared.durable.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((txid, seq)) = d.done.take() {
+            self.txid = txid;
+            self.durable_seq = seq;
+        }
+    }
+}
+
+/// The durable commit whose syncs may run outside the writer (`write.rs`, [`Database::sync`]).
+#[derive(Debug, Default)]
+pub(crate) struct DurableSlot {
+    /// A durable commit is between its data writes and its synced meta. Only one at a time:
+    /// the next one waits (it would write the same meta slot).
+    pub in_flight: bool,
+    /// (txid, seq) of a durable commit that completed and the writer has not absorbed yet.
+    pub done: Option<(u64, u64)>,
 }
 
 /// Cache lines at the start of a run that [`Shared::run`] prefetches.
@@ -85,6 +108,9 @@ pub(crate) struct Shared {
     /// Set after any failed write or sync (D2).
     pub failed: AtomicBool,
     pub options: Options,
+    pub durable: Mutex<DurableSlot>,
+    /// Signalled when `durable.in_flight` goes false.
+    pub durable_idle: Condvar,
 }
 
 impl Shared {
@@ -123,6 +149,15 @@ impl Shared {
 
     pub fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until no durable commit is in flight; returns the slot, locked.
+    pub fn wait_durable_idle(&self) -> std::sync::MutexGuard<'_, DurableSlot> {
+        let mut d = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+        while d.in_flight {
+            d = self.durable_idle.wait(d).unwrap_or_else(|e| e.into_inner());
+        }
+        d
     }
 }
 
@@ -201,13 +236,17 @@ impl Database {
         let Some(mut state) = state else {
             return Err(Error::PreviousIo);
         };
-        state.reclaim();
+        state.reclaim(&shared);
         Ok(WriteTxn::new(lock, shared, state))
     }
 
-    /// Makes the latest visible commit durable.
+    /// Makes the latest visible commit durable. The writer is held only while the commit's
+    /// pages are written; the two syncs (data, then meta: S2) run after it is released, so a
+    /// writer on another thread can begin and commit visibly meanwhile (the apply loop never
+    /// waits for this method's fdatasyncs). Another durable commit waits for this one.
     pub fn sync(&self) -> Result<()> {
-        self.begin_write()?.commit_durable()
+        let pending = self.begin_write()?.prepare_durable()?;
+        pending.complete()
     }
 
     /// Bytes below the high-water mark of the latest snapshot (free pages included): what a
@@ -287,6 +326,8 @@ pub(crate) fn open_shared(backend: Box<dyn StorageBackend>, options: Options) ->
         writer: Mutex::new(None),
         failed: AtomicBool::new(false),
         options,
+        durable: Mutex::new(DurableSlot::default()),
+        durable_idle: Condvar::new(),
     };
     let (free, freelist_pages) = load_freelist(&shared, &meta)?;
     let state = WriterState {

@@ -34,4 +34,4 @@ pub use db::{Database, Options, Stats};
 pub use error::{Error, Result};
 pub use page::{MAX_INLINE_VALUE, MAX_KEY_LEN, MAX_VALUE_LEN, PAGE_SIZE};
 pub use read::{Bucket, ReadTxn};
-pub use write::{BucketMut, WriteTxn};
+pub use write::{BucketMut, PendingDurable, WriteTxn};

@@ -9,6 +9,14 @@
 //! - **Visible** commit: the pages are written (no fsync) and the new root is published to readers.
 //! - **Durable** commit: additionally the freelist is written, the data synced, then the meta
 //!   written to slot txid % 2 and synced (S2). A crash reopens the last durable commit.
+//!   [`WriteTxn::prepare_durable`] splits it: the pages are written and published under the
+//!   writer, and the returned [`PendingDurable`] runs the syncs and the meta write after the
+//!   writer is released ([`crate::btree::Database::sync`]), so visible commits go on meanwhile.
+//!   That is safe because nothing a later visible commit writes is referenced by the pending
+//!   meta (copy-on-write), and the pages it frees are not reused before the pending commit (or a
+//!   later one) completes: at prepare time every page allocated so far stops counting as
+//!   "fresh" (`freelist.rs`), and `durable_seq` moves only when the meta is synced. One durable
+//!   commit is in flight at a time (both would write the same meta slot).
 //! - Any failed write or sync marks the database failed (D2): no further write transactions.
 
 use std::collections::HashMap;
@@ -603,15 +611,83 @@ impl<'db> WriteTxn<'db> {
     }
 
     /// Commits and makes everything up to this commit crash-safe (S2).
-    pub fn commit_durable(self) -> Result<()> {
-        self.finish(true)
+    /// Readers see the commit only once it is durable (a failed sync publishes nothing).
+    pub fn commit_durable(mut self) -> Result<()> {
+        let r = self
+            .try_prepare_durable()
+            .and_then(|(pending, catalog, hwm)| {
+                pending.complete()?;
+                self.publish(catalog, hwm);
+                Ok(())
+            });
+        if r.is_err() {
+            self.shared.fail();
+        }
+        r
+    }
+
+    /// The first half of a durable commit: writes every page (the freelist included) and
+    /// publishes the commit to readers (as a visible commit does), then releases the writer. The
+    /// commit is crash-safe once [`PendingDurable::complete`] returns. Waits while another
+    /// durable commit is in flight.
+    pub fn prepare_durable(mut self) -> Result<PendingDurable> {
+        let r = self.try_prepare_durable().map(|(pending, catalog, hwm)| {
+            self.publish(catalog, hwm);
+            pending
+        });
+        if r.is_err() {
+            self.shared.fail();
+        }
+        r
+    }
+
+    /// Writes the pages of a durable commit; returns it with its catalog root and high-water
+    /// mark, not yet published.
+    fn try_prepare_durable(&mut self) -> Result<(PendingDurable, PageId, u64)> {
+        // One durable commit in flight at a time: wait for the previous one's syncs.
+        {
+            let mut d = self.shared.wait_durable_idle();
+            if self.shared.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::PreviousIo);
+            }
+            d.in_flight = true;
+        }
+        let mut pending = PendingDurable {
+            shared: self.shared.clone(),
+            txid: 0,
+            seq: self.seq,
+            meta: Box::new([0u8; PAGE_SIZE]),
+            armed: true,
+        };
+        let shared = self.shared.clone();
+        self.state().absorb_durable(&shared);
+        let (catalog, freelist, hwm) = self.write_commit(true)?;
+        let (freelist, free_count) = freelist.expect("a durable commit spills its freelist");
+        let txid = self.state().txid + 1;
+        pending.txid = txid;
+        *pending.meta = Meta {
+            txid,
+            seq: self.seq,
+            catalog,
+            freelist,
+            free_count,
+            hwm,
+        }
+        .encode();
+        // Every page allocated so far is in the pending commit's tree or free in it: once freed
+        // it must wait for durability like any other (the pending commit, or a later one).
+        self.state().alloc.durable();
+        Ok((pending, catalog, hwm))
     }
 
     /// Discards every change.
     pub fn abort(self) {}
 
     fn finish(mut self, durable: bool) -> Result<()> {
-        let r = self.try_finish(durable);
+        debug_assert!(!durable, "durable commits go through prepare_durable");
+        let r = self
+            .write_commit(durable)
+            .map(|(catalog, _, hwm)| self.publish(catalog, hwm));
         if r.is_err() {
             // D2 for I/O failures; any other error (MapFull, corruption) also leaves this
             // transaction's allocations inconsistent, so the writer stops until reopened.
@@ -620,7 +696,10 @@ impl<'db> WriteTxn<'db> {
         r
     }
 
-    fn try_finish(&mut self, durable: bool) -> Result<()> {
+    /// Spills the changes and writes every page of the commit; returns the catalog root, the
+    /// durable freelist (head, count) when `durable`, and the high-water mark.
+    #[allow(clippy::type_complexity)]
+    fn write_commit(&mut self, durable: bool) -> Result<(PageId, Option<(PageId, u64)>, u64)> {
         // 1. Spill dirty buckets and record them in the catalog.
         for i in 0..self.buckets.len() {
             if !self.buckets[i].dirty {
@@ -661,32 +740,18 @@ impl<'db> WriteTxn<'db> {
             self.state().file_len = new_len;
         }
         self.write_runs()?;
-        // 4. Durable: data first, then the meta that points at it (S2).
-        if let Some((freelist, free_count)) = freelist {
-            self.shared.backend.sync()?;
-            let txid = self.state().txid + 1;
-            let meta = Meta {
-                txid,
-                seq,
-                catalog,
-                freelist,
-                free_count,
-                hwm,
-            };
-            self.shared
-                .backend
-                .write((txid % 2) * PAGE_SIZE_U64, &meta.encode())?;
-            self.shared.backend.sync()?;
-            let st = self.state();
-            st.txid = txid;
-            st.durable_seq = seq;
-            st.alloc.durable();
-        }
-        // 5. Publish.
-        let snap = Arc::new(Snapshot { seq, catalog, hwm });
+        Ok((catalog, freelist, hwm))
+    }
+
+    /// Makes the commit the one new readers see.
+    fn publish(&mut self, catalog: PageId, hwm: u64) {
+        let snap = Arc::new(Snapshot {
+            seq: self.seq,
+            catalog,
+            hwm,
+        });
         self.state().history.push_back(snap.clone());
         self.shared.published.store(snap);
-        Ok(())
     }
 
     /// Writes the collected runs in page order, coalescing neighbours into one write.
@@ -726,6 +791,58 @@ impl Drop for WriteTxn<'_> {
             if !self.shared.failed.load(std::sync::atomic::Ordering::SeqCst) {
                 *self.shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
             }
+        }
+    }
+}
+
+/// A durable commit whose pages are written and published, waiting for its syncs and its meta
+/// (S2). Complete it with [`PendingDurable::complete`]; dropped instead, the commit stays
+/// visible but not durable (the previous durable commit remains the recovery point).
+#[must_use = "the commit is not durable until complete() returns"]
+pub struct PendingDurable {
+    shared: Arc<Shared>,
+    txid: u64,
+    seq: u64,
+    meta: Box<[u8; PAGE_SIZE]>,
+    /// Still marks the durable slot in flight (cleared by `complete` or `drop`).
+    armed: bool,
+}
+
+impl PendingDurable {
+    /// Syncs the data, writes the meta to slot txid % 2 and syncs it. Needs no writer: a write
+    /// transaction may run on another thread meanwhile. A failure marks the database failed (D2).
+    pub fn complete(mut self) -> Result<()> {
+        let backend = &self.shared.backend;
+        let r = backend
+            .sync()
+            .and_then(|()| backend.write((self.txid % 2) * PAGE_SIZE_U64, &self.meta[..]))
+            .and_then(|()| backend.sync());
+        if r.is_err() {
+            self.shared.fail();
+        }
+        self.release(r.is_ok());
+        Ok(r?)
+    }
+
+    fn release(&mut self, done: bool) {
+        self.armed = false;
+        let mut d = self
+            .shared
+            .durable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        d.in_flight = false;
+        if done {
+            d.done = Some((self.txid, self.seq));
+        }
+        self.shared.durable_idle.notify_all();
+    }
+}
+
+impl Drop for PendingDurable {
+    fn drop(&mut self) {
+        if self.armed {
+            self.release(false);
         }
     }
 }
