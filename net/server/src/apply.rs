@@ -269,6 +269,7 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
         log,
         proposer,
         to_clients,
+        store_gate: glommio::sync::RwLock::new(()),
     });
     io.log.report_applied(applied, applied);
     announce_ready(&st, &io).await;
@@ -293,7 +294,10 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
                 if io.log.status().is_stopped() {
                     break;
                 }
-                if let Err(e) = on_tick(&st, &io).await {
+                let gate = io.store_gate.read().await;
+                let r = on_tick(&st, &io).await;
+                drop(gate);
+                if let Err(e) = r {
                     st.borrow_mut().failed = Some(e.clone());
                     tracing::error!(error = %e, "apply core failed");
                     break;
@@ -309,6 +313,7 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
         if let Some(e) = st.borrow().failed.clone() {
             break Err(e);
         }
+        let gate = io.store_gate.read().await;
         let r = match ev {
             LogEvent::Committed(entries) => {
                 crate::stages::mark(crate::stages::Stage::ApplyReceived);
@@ -335,6 +340,7 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
                 install_snapshot(&st, &io, &path, index)
             }
         };
+        drop(gate);
         if let Err(e) = r {
             tracing::error!(error = %e, "apply failed; this member stops applying (D2)");
             st.borrow_mut().failed = Some(e.clone());
@@ -356,6 +362,11 @@ struct Shared {
     log: ApplyHandle,
     proposer: ClientHandle,
     to_clients: Vec<Rc<ConnectedSender<ToClient>>>,
+    /// Held shared around the apply core's own store writes, exclusively around a defrag (which
+    /// holds the B+tree's writer for its whole copy on a blocking thread). A write would block
+    /// this executor's thread on that lock — and with it any role sharing the executor, the log
+    /// core included — so it waits here, asynchronously, instead.
+    store_gate: glommio::sync::RwLock<()>,
 }
 
 /// Where a reply for `id` (a tagged proposal or query sequence) goes, if this member has it.
@@ -1246,9 +1257,11 @@ async fn answer_query(
         Query::Defragment => {
             let store = st.borrow().cfg.store.clone();
             let h = st.borrow().header(&status);
+            let gate = io.store_gate.write().await;
             let r = glommio::executor()
                 .spawn_blocking(move || store.database().compact())
                 .await;
+            drop(gate);
             match r {
                 Ok(_) => Ok(p::Response::Defragment(p::DefragmentResponse {
                     header: h.header(0),

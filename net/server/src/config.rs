@@ -145,6 +145,14 @@ pub struct Flags {
         default_value_t = 0
     )]
     pub spin_before_park_us: u64,
+    /// One executor (thread) per role even where roles share a core: the layout before roles
+    /// on one core shared its executor. For measurements (tuning.md).
+    #[arg(
+        long = "executor-per-role",
+        env = "KEEL_EXECUTOR_PER_ROLE",
+        hide = true
+    )]
+    pub executor_per_role: bool,
     /// Log filter (tracing's env-filter syntax), e.g. `info` or `keel_server=debug`.
     #[arg(long = "log-level", env = "KEEL_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -175,20 +183,16 @@ pub struct CoreMap {
 }
 
 impl CoreMap {
-    /// The default for `n` available cores: everything on core 0 with one core; log and apply
-    /// sharing core 0 and clients on core 1 with two; otherwise log 0, apply 1, clients on the
-    /// rest (at most 8 client executors).
+    /// The default for `n` available cores: everything on core 0 (one executor) with one or
+    /// two cores; otherwise log 0, apply 1, clients on the rest (at most 8 client executors).
+    /// With two cores one executor does more work per CPU-second than two (no cross-thread
+    /// hand-offs: tuning.md has the measurements) and leaves a core to the kernel and others.
     pub fn auto(n: usize) -> CoreMap {
         match n {
-            0 | 1 => CoreMap {
+            0..=2 => CoreMap {
                 log: 0,
                 apply: 0,
                 client: vec![0],
-            },
-            2 => CoreMap {
-                log: 0,
-                apply: 0,
-                client: vec![1],
             },
             n => CoreMap {
                 log: 0,
@@ -292,6 +296,8 @@ pub struct Config {
     pub cores: CoreMap,
     /// How long an idle executor spins before parking (`--spin-before-park-us`).
     pub spin_before_park: Option<Duration>,
+    /// `--executor-per-role`: do not share an executor between roles on one core.
+    pub executor_per_role: bool,
     pub log_level: String,
 }
 
@@ -547,6 +553,7 @@ impl Config {
             cores: CoreMap::parse(&f.cores, ncores)?,
             spin_before_park: (f.spin_before_park_us > 0)
                 .then(|| Duration::from_micros(f.spin_before_park_us)),
+            executor_per_role: f.executor_per_role,
             log_level: f.log_level.clone(),
         })
     }
@@ -585,7 +592,7 @@ mod tests {
             CoreMap {
                 log: 0,
                 apply: 0,
-                client: vec![1]
+                client: vec![0]
             }
         );
     }
@@ -650,6 +657,14 @@ mod tests {
             }
         );
         assert_eq!(CoreMap::auto(1).client, vec![0]);
+        assert_eq!(
+            CoreMap::auto(2),
+            CoreMap {
+                log: 0,
+                apply: 0,
+                client: vec![0]
+            }
+        );
         assert_eq!(CoreMap::auto(16).client.len(), 8);
         assert_eq!(
             parse_retention("periodic", "30m").unwrap(),

@@ -1,13 +1,19 @@
 //! Wiring one member (DESIGN.md §2): opens the store, builds the log core's channels, creates
-//! the apply ↔ client channels (bounded, SPSC, one pair per client core), and starts the
-//! executors pinned to the cores the role map names. Returns when the log core stops (SIGTERM /
-//! SIGINT, or a fatal error), after the apply core made everything applied durable.
+//! the apply ↔ client channels (bounded, SPSC, one pair per client core), and starts one
+//! executor per core the role map names, pinned to it: roles that share a core (log and apply
+//! with two cores, everything with one) run as tasks of that core's one executor, so a hand-off
+//! between them is a queue push, not a cross-thread wake-up (an eventfd write, a membarrier
+//! when the other side parks, a context switch). `--executor-per-role` restores one thread per
+//! role for comparison. Returns when the log core stops (SIGTERM / SIGINT, or a fatal error),
+//! after the apply core made everything applied durable.
 //!
 //! Data directory layout: `<data-dir>/member/wal/` (the WAL), `<data-dir>/member/snap/`
 //! (received Raft snapshots), `<data-dir>/member/db` (the B+tree file).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -57,39 +63,105 @@ pub struct Node {
     threads: Vec<(String, std::thread::JoinHandle<Result<(), String>>)>,
 }
 
-fn spawn<G, F>(
-    name: &str,
+/// What a role runs: built on its executor's thread (its future need not be `Send`).
+type RoleFuture = Pin<Box<dyn Future<Output = Result<(), String>>>>;
+type RoleStart = Box<dyn FnOnce() -> RoleFuture + Send>;
+
+/// A role and the core it is pinned to.
+struct Role {
+    name: String,
     core: usize,
+    start: RoleStart,
+}
+
+impl Role {
+    fn new<G, F>(name: impl Into<String>, core: usize, start: G) -> Role
+    where
+        G: FnOnce() -> F + Send + 'static,
+        F: Future<Output = Result<(), String>> + 'static,
+    {
+        Role {
+            name: name.into(),
+            core,
+            start: Box::new(move || Box::pin(start()) as RoleFuture),
+        }
+    }
+}
+
+/// Groups roles into executors: one per core (roles in the given order), or one per role.
+fn executors(roles: Vec<Role>, per_role: bool) -> Vec<(usize, Vec<Role>)> {
+    let mut out: Vec<(usize, Vec<Role>)> = Vec::new();
+    for r in roles {
+        match out
+            .iter_mut()
+            .find(|(core, _)| !per_role && *core == r.core)
+        {
+            Some((_, group)) => group.push(r),
+            None => out.push((r.core, vec![r])),
+        }
+    }
+    out
+}
+
+/// Starts one executor pinned to `core` that runs every role of `group` as a task; it ends
+/// when all of them have. The first role error is its result.
+fn spawn(
+    core: usize,
+    group: Vec<Role>,
     spin: Option<std::time::Duration>,
-    f: G,
-) -> Result<std::thread::JoinHandle<Result<(), String>>, String>
-where
-    G: FnOnce() -> F + Send + 'static,
-    F: std::future::Future<Output = Result<(), String>> + 'static,
-{
+) -> Result<(String, std::thread::JoinHandle<Result<(), String>>), String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let placement = if core < cores {
         Placement::Fixed(core)
     } else {
         Placement::Unbound
     };
+    let name = group
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
     let mut b = LocalExecutorBuilder::new(placement)
-        .name(name)
+        .name(&format!("keel-{name}"))
         .io_memory(IO_MEMORY);
     if let Some(d) = spin {
         b = b.spin_before_park(d);
     }
     let ex = b
-        .spawn(f)
-        .map_err(|e| format!("starting executor {name}: {e}"))?;
-    let name = name.to_string();
-    std::thread::Builder::new()
-        .name(format!("{name}-join"))
-        .spawn(move || match ex.join() {
-            Ok(r) => r,
-            Err(e) => Err(format!("executor {name} panicked: {e:?}")),
+        .spawn(move || async move {
+            // Every role starts at once: a channel connects once both ends have, and both ends
+            // may be on this executor.
+            let tasks: Vec<_> = group
+                .into_iter()
+                .map(|r| {
+                    let fut = (r.start)();
+                    let role = r.name;
+                    glommio::spawn_local(
+                        async move { fut.await.map_err(|e| format!("{role}: {e}")) },
+                    )
+                })
+                .collect();
+            let mut first = Ok(());
+            for t in tasks {
+                let r = t.await;
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+            first
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("starting executor {name}: {e}"))?;
+    let thread = {
+        let name = name.clone();
+        std::thread::Builder::new()
+            .name(format!("{name}-join"))
+            .spawn(move || match ex.join() {
+                Ok(r) => r,
+                Err(e) => Err(format!("executor {name} panicked: {e:?}")),
+            })
+            .map_err(|e| e.to_string())?
+    };
+    Ok((name, thread))
 }
 
 fn member_dir(cfg: &Config) -> PathBuf {
@@ -160,16 +232,9 @@ impl Node {
             to_client_rx.push(r);
         }
         let corrupt = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut threads = Vec::new();
-        threads.push((
-            "log".to_string(),
-            spawn(
-                "keel-log",
-                cfg.cores.log,
-                cfg.spin_before_park,
-                move || async move { core.run().await.map_err(|e| e.to_string()) },
-            )?,
-        ));
+        let mut roles = vec![Role::new("log", cfg.cores.log, move || async move {
+            core.run().await.map_err(|e| e.to_string())
+        })];
         let apply_cfg = ApplyConfig {
             member_id: cfg.member_id,
             cluster_id: cfg.cluster_id,
@@ -197,47 +262,39 @@ impl Node {
             corrupt_check: cfg.corrupt_check,
             corrupt: corrupt.clone(),
         };
-        threads.push((
-            "apply".to_string(),
-            spawn(
-                "keel-apply",
-                cfg.cores.apply,
-                cfg.spin_before_park,
-                move || async move {
-                    // A channel connects once both ends have: start every connect at once, so the
-                    // order in which executors come up cannot deadlock.
-                    let log = glommio::spawn_local(apply_port.connect());
-                    let proposer = glommio::spawn_local(apply_proposer.connect());
-                    let tos: Vec<_> = to_client_tx
-                        .into_iter()
-                        .map(|t| glommio::spawn_local(t.connect()))
-                        .collect();
-                    let froms: Vec<_> = to_apply_rx
-                        .into_iter()
-                        .map(|r| glommio::spawn_local(r.connect()))
-                        .collect();
-                    let (log, proposer) = (log.await, proposer.await);
-                    let mut to_clients = Vec::new();
-                    for t in tos {
-                        to_clients.push(Rc::new(t.await));
-                    }
-                    let mut from_clients = Vec::new();
-                    for r in froms {
-                        from_clients.push(r.await);
-                    }
-                    apply::run(
-                        apply_cfg,
-                        ApplyIo {
-                            log,
-                            proposer,
-                            to_clients,
-                            from_clients,
-                        },
-                    )
-                    .await
+        roles.push(Role::new("apply", cfg.cores.apply, move || async move {
+            // A channel connects once both ends have: start every connect at once, so the
+            // order in which executors come up cannot deadlock.
+            let log = glommio::spawn_local(apply_port.connect());
+            let proposer = glommio::spawn_local(apply_proposer.connect());
+            let tos: Vec<_> = to_client_tx
+                .into_iter()
+                .map(|t| glommio::spawn_local(t.connect()))
+                .collect();
+            let froms: Vec<_> = to_apply_rx
+                .into_iter()
+                .map(|r| glommio::spawn_local(r.connect()))
+                .collect();
+            let (log, proposer) = (log.await, proposer.await);
+            let mut to_clients = Vec::new();
+            for t in tos {
+                to_clients.push(Rc::new(t.await));
+            }
+            let mut from_clients = Vec::new();
+            for r in froms {
+                from_clients.push(r.await);
+            }
+            apply::run(
+                apply_cfg,
+                ApplyIo {
+                    log,
+                    proposer,
+                    to_clients,
+                    from_clients,
                 },
-            )?,
-        ));
+            )
+            .await
+        }));
         for (i, ((port, tx), rx)) in client_ports
             .into_iter()
             .zip(to_apply_tx)
@@ -255,30 +312,29 @@ impl Node {
                 corrupt: corrupt.clone(),
                 data_dir: dir.clone(),
             };
-            threads.push((
+            roles.push(Role::new(
                 format!("client{i}"),
-                spawn(
-                    &format!("keel-client{i}"),
-                    cfg.cores.client[i],
-                    cfg.spin_before_park,
-                    move || async move {
-                        let log = glommio::spawn_local(port.connect());
-                        let to_apply = glommio::spawn_local(tx.connect());
-                        let from_apply = glommio::spawn_local(rx.connect());
-                        let (log, to_apply, from_apply) =
-                            (log.await, to_apply.await, from_apply.await);
-                        client::run(
-                            ccfg,
-                            ClientIo {
-                                log,
-                                to_apply,
-                                from_apply,
-                            },
-                        )
-                        .await
-                    },
-                )?,
+                cfg.cores.client[i],
+                move || async move {
+                    let log = glommio::spawn_local(port.connect());
+                    let to_apply = glommio::spawn_local(tx.connect());
+                    let from_apply = glommio::spawn_local(rx.connect());
+                    let (log, to_apply, from_apply) = (log.await, to_apply.await, from_apply.await);
+                    client::run(
+                        ccfg,
+                        ClientIo {
+                            log,
+                            to_apply,
+                            from_apply,
+                        },
+                    )
+                    .await
+                },
             ));
+        }
+        let mut threads = Vec::new();
+        for (core, group) in executors(roles, cfg.executor_per_role) {
+            threads.push(spawn(core, group, cfg.spin_before_park)?);
         }
         Ok(Node { stop, threads })
     }
@@ -303,5 +359,45 @@ impl Node {
             }
         }
         first
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(cores: &[(&str, usize)]) -> Vec<Role> {
+        cores
+            .iter()
+            .map(|&(name, core)| Role::new(name, core, || async { Ok(()) }))
+            .collect()
+    }
+
+    fn names(groups: &[(usize, Vec<Role>)]) -> Vec<(usize, Vec<String>)> {
+        groups
+            .iter()
+            .map(|(c, g)| (*c, g.iter().map(|r| r.name.clone()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn roles_on_one_core_share_an_executor() {
+        let map = [("log", 0), ("apply", 0), ("client0", 1), ("client1", 0)];
+        assert_eq!(
+            names(&executors(roles(&map), false)),
+            vec![
+                (0, vec!["log".into(), "apply".into(), "client1".into()]),
+                (1, vec!["client0".into()]),
+            ]
+        );
+        assert_eq!(
+            names(&executors(roles(&map), true)),
+            vec![
+                (0, vec!["log".into()]),
+                (0, vec!["apply".into()]),
+                (1, vec!["client0".into()]),
+                (0, vec!["client1".into()]),
+            ]
+        );
     }
 }
