@@ -27,6 +27,9 @@
 #   RESULTS [perf/results]  where the report goes
 #   READY_TIMEOUT [30] seconds to wait for a cluster to serve
 #   ETCD_ARGS, KEEL_ARGS [none]  extra flags for every etcd / keel member (e.g. KEEL_ARGS=--cores=…)
+#   KEEL_SPREAD [0]   1: keel member i gets --cores log=c,apply=c,client=c with c = i mod CPUs
+#                     (several members on one machine; `auto` pins every member to core 0 with
+#                     1-2 CPUs, while etcd's members use every CPU)
 #   ETCD, ETCDCTL [etcd, etcdctl]; KEEL, KEEL_BENCH, KEELCTL [$CARGO_TARGET_DIR or target/release/…,
 #                     built with cargo when missing]
 # Smoke run: SIZES="single three" CASES="put range-l" ROUNDS=1 SECS=2 NAME=smoke-$(date -u +%F)
@@ -157,7 +160,12 @@ start_cluster() {
   fi
   for ((i = 0; i < n; i++)); do
     local cp=${pp[2 * i]} peer=http://127.0.0.1:${pp[2 * i + 1]}
-    "$bin" --name "m$i" --data-dir "$dir/m$i" \
+    local -a own=()
+    if [[ $t == keel && ${KEEL_SPREAD:-0} == 1 ]]; then
+      local c=$((i % $(nproc)))
+      own=(--cores "log=$c,apply=$c,client=$c")
+    fi
+    "$bin" --name "m$i" --data-dir "$dir/m$i" "${own[@]}" \
       --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
       --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
       --initial-cluster "$cluster" --initial-cluster-state new \
@@ -287,6 +295,7 @@ START_S=$SECONDS
   echo "watch_rate=$WATCH_RATE"
   echo "etcd_args=${ETCD_ARGS:-}"
   echo "keel_args=${KEEL_ARGS:-}"
+  echo "keel_spread=${KEEL_SPREAD:-0}"
 } >"$W/machine.env"
 log "workdir $W; measuring the floor (loopback round trip, durable 4 KiB write)"
 "$W/floor" "$W" >"$W/floor-before.json"

@@ -431,6 +431,7 @@ def cmd_report(workdir, results, name):
         f"WATCH_RATE={env.get('watch_rate')}"
         + (f", ETCD_ARGS=\"{env['etcd_args']}\"" if env.get("etcd_args") else "")
         + (f", KEEL_ARGS=\"{env['keel_args']}\"" if env.get("keel_args") else "")
+        + (", KEEL_SPREAD=1" if env.get("keel_spread") == "1" else "")
         + f"), {env.get('start')} to {env.get('end')} "
         f"({int(env.get('duration_s', '0')) / 60:.1f} min)."
     )
