@@ -385,3 +385,58 @@ fn the_first_answer_lists_the_member_s_own_client_url() {
         }
     }
 }
+
+/// A second `keel` on a running member's data dir, or on its client port, refuses to start
+/// (the data dir is locked; SO_REUSEPORT would otherwise let it share the port), and the first
+/// member keeps serving.
+#[test]
+fn a_second_server_on_the_same_data_dir_or_port_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let mut c = leader(&s);
+    c.put("k", "1").unwrap();
+    // Runs a second server; one that does not exit by itself is killed and fails the test.
+    let run = |args: Vec<String>| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "the second server is still running: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    };
+
+    let ports = free_ports(2);
+    let same_dir = run(single_args(dir.path(), ports[0], ports[1]));
+    let err = String::from_utf8_lossy(&same_dir.stderr);
+    assert!(!same_dir.status.success(), "started on a data dir in use");
+    assert!(err.contains("in use by another keel process"), "{err}");
+
+    let other = tempfile::tempdir().unwrap();
+    let ports = free_ports(1);
+    let same_port = run(single_args(other.path(), s.client.port(), ports[0]));
+    let err = String::from_utf8_lossy(&same_port.stderr);
+    assert!(
+        !same_port.status.success(),
+        "started on a client port in use"
+    );
+    assert!(
+        err.contains(&format!("client address {} is in use", s.client)),
+        "{err}"
+    );
+
+    assert_eq!(c.get("k", false).unwrap().kvs[0].value, b"1");
+    c.put("k", "2").unwrap();
+}
