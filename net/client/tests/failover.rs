@@ -27,6 +27,20 @@ async fn wait_leader(c: &Client) {
     }
 }
 
+/// Every endpoint's member id, and the index of the endpoint that is the leader (if one says so).
+async fn ids_and_leader(c: &Client, n: usize) -> (Vec<u64>, Option<usize>) {
+    let mut ids = Vec::new();
+    let mut leader = None;
+    for i in 0..n {
+        let s = c.status_on(i).await.unwrap();
+        ids.push(s.header.member_id);
+        if s.leader == s.header.member_id {
+            leader = Some(i);
+        }
+    }
+    (ids, leader)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_the_member_the_client_talks_to() {
     let dir = tempfile::tempdir().unwrap();
@@ -42,15 +56,7 @@ async fn kill_the_member_the_client_talks_to() {
     // follower forwards its writes), so make it true: move leadership to that member if it does
     // not hold it. Then the kill below takes down both the client's connection and the leader.
     let talk_to = client.leader_endpoint();
-    let mut ids = Vec::new();
-    let mut leader = None;
-    for i in 0..endpoints.len() {
-        let s = client.status_on(i).await.unwrap();
-        ids.push(s.header.member_id);
-        if s.leader == s.header.member_id {
-            leader = Some(i);
-        }
-    }
+    let (ids, leader) = ids_and_leader(&client, endpoints.len()).await;
     if leader != Some(talk_to) {
         client.move_leader(ids[talk_to]).await.unwrap();
     }
@@ -182,15 +188,7 @@ async fn the_client_follows_a_leader_change() {
         .with_dial_timeout(Duration::from_secs(20));
     let client = Client::connect(endpoints.clone(), opts).await.unwrap();
     wait_leader(&client).await;
-    let mut ids = Vec::new();
-    let mut leader = None;
-    for i in 0..endpoints.len() {
-        let s = client.status_on(i).await.unwrap();
-        ids.push(s.header.member_id);
-        if s.leader == s.header.member_id {
-            leader = Some(i);
-        }
-    }
+    let (ids, leader) = ids_and_leader(&client, endpoints.len()).await;
     let leader = leader.expect("a leader");
     let target = (leader + 1) % endpoints.len();
     client.move_leader(ids[target]).await.unwrap();
