@@ -217,15 +217,9 @@ impl Mutex {
     /// session's lease expired while waiting.
     pub async fn lock(&self) -> Result<LockGuard> {
         let (pfx, key) = queue_key(&self.prefix, self.session.lease());
-        let rev = enqueue(&self.session, &pfx, &key, b"").await?;
+        // If this future is dropped while waiting, the queue is left in the background.
+        let (rev, mut leave) = enqueue_armed(&self.session, &pfx, &key, b"").await?;
         let c = self.session.client();
-        // If this future is dropped while waiting, leave the queue (in the background).
-        let mut leave = LeaveQueue {
-            client: c.clone(),
-            key: key.clone(),
-            rev,
-            armed: true,
-        };
         let waited = async {
             wait_deletes(c, &pfx, rev - 1).await?;
             still_ours(&self.session, &key, rev).await
@@ -269,13 +263,73 @@ impl Drop for LeaveQueue {
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             let c = self.client.clone();
             let key = std::mem::take(&mut self.key);
-            let rev = self.rev;
+            h.spawn(leave_queue(c, key, self.rev));
+        }
+    }
+}
+
+/// Deletes a queued key if it is still the one created at `rev`.
+async fn leave_queue(c: Client, key: Vec<u8>, rev: i64) {
+    let _ = c
+        .txn()
+        .when([Compare::create_revision(key.clone()).eq(rev)])
+        .and_then([Op::delete(key)])
+        .await;
+}
+
+/// Enqueues `key` (see [`enqueue`]) and returns its create revision with an armed
+/// [`LeaveQueue`]. The put runs in a task of its own: if the caller is dropped while the put is
+/// in flight (the key may already exist on the server), the key is deleted once the put
+/// completes, so a lock or campaign cancelled at any point leaves no key behind.
+async fn enqueue_armed(
+    session: &Session,
+    pfx: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> Result<(i64, LeaveQueue)> {
+    let task = {
+        let (s, p, k, v) = (session.clone(), pfx.to_vec(), key.to_vec(), value.to_vec());
+        tokio::spawn(async move { enqueue(&s, &p, &k, &v).await })
+    };
+    let mut pending = PendingEnqueue {
+        client: session.client().clone(),
+        key: key.to_vec(),
+        task: Some(task),
+    };
+    let joined = pending.task.as_mut().expect("set above").await;
+    // Completed: from here on the LeaveQueue (built in this same poll) owns the cleanup.
+    pending.task = None;
+    let rev = joined.map_err(|e| Error::Protocol(format!("enqueue task: {e}")))??;
+    Ok((
+        rev,
+        LeaveQueue {
+            client: session.client().clone(),
+            key: key.to_vec(),
+            rev,
+            armed: true,
+        },
+    ))
+}
+
+/// An enqueue put in flight; dropped before it completes, it deletes what the put created.
+struct PendingEnqueue {
+    client: Client,
+    key: Vec<u8>,
+    task: Option<tokio::task::JoinHandle<Result<i64>>>,
+}
+
+impl Drop for PendingEnqueue {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let c = self.client.clone();
+            let key = std::mem::take(&mut self.key);
             h.spawn(async move {
-                let _ = c
-                    .txn()
-                    .when([Compare::create_revision(key.clone()).eq(rev)])
-                    .and_then([Op::delete(key)])
-                    .await;
+                if let Ok(Ok(rev)) = task.await {
+                    leave_queue(c, key, rev).await;
+                }
             });
         }
     }
@@ -353,20 +407,22 @@ impl Election {
     pub async fn campaign(&self, value: impl Into<Vec<u8>>) -> Result<Leadership> {
         let value = value.into();
         let (pfx, key) = queue_key(&self.prefix, self.session.lease());
-        let rev = enqueue(&self.session, &pfx, &key, &value).await?;
+        // If this future is dropped while campaigning, the queue is left in the background.
+        let (rev, mut leave) = enqueue_armed(&self.session, &pfx, &key, &value).await?;
         let c = self.session.client();
         let lead = Leadership {
             session: self.session.clone(),
             key: key.clone(),
             revision: rev,
         };
-        // Re-campaigning with the same session: make sure the value is ours.
-        lead.proclaim(value).await?;
         let waited = async {
+            // Re-campaigning with the same session: make sure the value is ours.
+            lead.proclaim(value).await?;
             wait_deletes(c, &pfx, rev - 1).await?;
             still_ours(&self.session, &key, rev).await
         }
         .await;
+        leave.armed = false;
         match waited {
             Ok(()) => Ok(lead),
             Err(e) => {

@@ -284,3 +284,46 @@ async fn a_cancelled_lock_call_leaves_the_queue() {
         .unwrap();
     assert!(t3 > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_campaign_leaves_the_queue() {
+    let (_dir, srv) = server();
+    let admin = client(&srv).await;
+    let c = client(&srv).await;
+    let s1 = Session::new(&c, 60).await.unwrap();
+    let s2 = Session::new(&c, 60).await.unwrap();
+    let s3 = Session::new(&c, 60).await.unwrap();
+    let lead1 = Election::new(&s1, "/elect/c")
+        .campaign("one")
+        .await
+        .unwrap();
+    // Candidate 2 queues behind the leader, then gives up (its future is dropped).
+    let e2 = Election::new(&s2, "/elect/c");
+    let waiting = tokio::spawn(async move { e2.campaign("two").await.map(|l| l.revision()) });
+    queued(&admin, "/elect/c", 2).await;
+    waiting.abort();
+    let _ = waiting.await;
+    // Its key goes away; candidate 3 becomes leader when 1 resigns, not stuck behind 2.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = admin.get("/elect/c/").prefix().await.unwrap();
+        if !r.kvs.iter().any(|kv| kv.lease == s2.lease()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancelled candidate's key stays"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e3 = Election::new(&s3, "/elect/c");
+    let third = tokio::spawn(async move { e3.campaign("three").await.map(|l| l.revision()) });
+    queued(&admin, "/elect/c", 2).await;
+    lead1.resign().await.unwrap();
+    let r3 = tokio::time::timeout(Duration::from_secs(20), third)
+        .await
+        .expect("candidate 3 is not stuck behind the cancelled one")
+        .unwrap()
+        .unwrap();
+    assert!(r3 > 0);
+}
