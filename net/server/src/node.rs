@@ -12,11 +12,12 @@
 //! (an exclusive `flock` held while the member runs: a second process on the same data dir
 //! refuses to start instead of writing the same WAL and B+tree).
 //!
-//! Ports: glommio binds every listener with SO_REUSEPORT (each client core has its own), which
-//! would let a second process bind the same client or peer port and silently take a share of
-//! the connections. Before anything binds, each configured port is checked with a plain bind;
-//! one held by another process refuses the start ("address in use"), after a bounded wait for a
-//! listener of a just-killed process to go away (io_uring closes it asynchronously).
+//! Ports: glommio binds every listener with SO_REUSEPORT (each client core has its own), so a
+//! second process of the same user on the same client or peer port is *not* refused: it would
+//! take a share of the connections. A plain-bind check before starting was tried and removed:
+//! the listener of a SIGKILLed keel stays open until the kernel tears down its io_uring (seconds
+//! under load), and such a check then refused legitimate restarts. Distinct data dirs and ports
+//! per member are the operator's to guarantee (the data dir itself is locked).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -73,10 +74,6 @@ pub struct Node {
     _lock: std::fs::File,
 }
 
-/// How long a start waits for a configured port that is still bound (by a process that just
-/// died, or by another server: then the start fails).
-const PORT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// Takes the member directory's exclusive lock, or says who holds it.
 fn lock_member_dir(dir: &Path) -> Result<std::fs::File, String> {
     let path = dir.join("lock");
@@ -94,29 +91,6 @@ fn lock_member_dir(dir: &Path) -> Result<std::fs::File, String> {
             path.display()
         )),
         Err(std::fs::TryLockError::Error(e)) => Err(format!("locking {}: {e}", path.display())),
-    }
-}
-
-/// Fails if `addr` is bound by another process once [`PORT_WAIT`] has passed. Port 0 (any
-/// port) is not checked.
-fn check_port_free(addr: std::net::SocketAddr, what: &str) -> Result<(), String> {
-    if addr.port() == 0 {
-        return Ok(());
-    }
-    let deadline = std::time::Instant::now() + PORT_WAIT;
-    loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(format!(
-                        "{what} address {addr} is in use by another process: {e}"
-                    ));
-                }
-                std::thread::park_timeout(std::time::Duration::from_millis(50));
-            }
-            Err(e) => return Err(format!("{what} address {addr}: {e}")),
-        }
     }
 }
 
@@ -244,10 +218,6 @@ impl Node {
             .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let lock = lock_member_dir(&dir)?;
-        for a in &cfg.client_addrs {
-            check_port_free(*a, "client")?;
-        }
-        check_port_free(cfg.peer_listen, "peer")?;
         let store = open_store(&cfg, &dir)?;
         let applied = store.applied_index().map_err(|e| e.to_string())?;
         let peers: BTreeMap<u64, std::net::SocketAddr> = cfg
