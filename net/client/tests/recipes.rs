@@ -25,6 +25,32 @@ fn server() -> (tempfile::TempDir, Proc) {
     (dir, p)
 }
 
+/// Waits, watching the queue (bounded), until the key of `lease` under `prefix` is there
+/// (`present`) or gone. A queue key is `<prefix>/<lease in hex>`.
+async fn lease_key(c: &Client, prefix: &str, lease: i64, present: bool) {
+    let key = format!("{prefix}/{lease:x}").into_bytes();
+    let r = c.get(key.clone()).await.unwrap();
+    if r.kvs.is_empty() != present {
+        return;
+    }
+    let mut w = c.watch(key).rev(r.header.revision + 1).await.unwrap();
+    let want = if present {
+        keel_client::proto::EventType::Put
+    } else {
+        keel_client::proto::EventType::Delete
+    };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let b = w.next().await.expect("watch open").expect("watch ok");
+            if b.events.iter().any(|e| e.event_type == want) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{prefix}: key of lease {lease:x} present={present} never"));
+}
+
 /// Waits (bounded poll on the observable queue) until `n` contenders are queued under `prefix`.
 async fn queued(c: &Client, prefix: &str, n: i64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -266,16 +292,8 @@ async fn a_cancelled_lock_call_leaves_the_queue() {
     let m3 = Mutex::new(&s3, "/lock/d");
     let third = tokio::spawn(async move { m3.lock().await.map(|g| g.fencing_token()) });
     // Wait until 2's key is gone and 3's is there.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = admin.get("/lock/d/").prefix().await.unwrap();
-        let leases: Vec<i64> = r.kvs.iter().map(|kv| kv.lease).collect();
-        if leases.contains(&s3.lease()) && !leases.contains(&s2.lease()) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "queue {leases:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    lease_key(&admin, "/lock/d", s2.lease(), false).await;
+    lease_key(&admin, "/lock/d", s3.lease(), true).await;
     g1.unlock().await.unwrap();
     let t3 = tokio::time::timeout(Duration::from_secs(20), third)
         .await
@@ -304,18 +322,7 @@ async fn a_cancelled_campaign_leaves_the_queue() {
     waiting.abort();
     let _ = waiting.await;
     // Its key goes away; candidate 3 becomes leader when 1 resigns, not stuck behind 2.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = admin.get("/elect/c/").prefix().await.unwrap();
-        if !r.kvs.iter().any(|kv| kv.lease == s2.lease()) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cancelled candidate's key stays"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    lease_key(&admin, "/elect/c", s2.lease(), false).await;
     let e3 = Election::new(&s3, "/elect/c");
     let third = tokio::spawn(async move { e3.campaign("three").await.map(|l| l.revision()) });
     queued(&admin, "/elect/c", 2).await;
