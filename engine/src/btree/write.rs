@@ -754,31 +754,24 @@ impl<'db> WriteTxn<'db> {
         self.shared.published.store(snap);
     }
 
-    /// Writes the collected runs in page order, coalescing neighbours into one write.
+    /// Writes the collected runs in page order, one 4 KiB page per write call.
+    ///
+    /// Not coalesced on purpose: Linux 6.16+ gives ext4 large folios, sized by the write, and a
+    /// later 4 KiB write into a page of a large folio (what every commit after the first does:
+    /// freed pages are reused one by one) walks all the folio's buffers on the write and again
+    /// at writeback. Measured here (kernel 6.18, ext4): 1,400 random page writes + fdatasync
+    /// into a file first filled with 1 MiB writes took 9.4 + 25.3 ms, into one filled with
+    /// 4 KiB writes 3.6 + 14.1 ms. Adjacent pages still reach the disk as one request (the block
+    /// layer merges them).
     fn write_runs(&mut self) -> Result<()> {
         let mut writes = std::mem::take(&mut self.writes);
         writes.sort_unstable_by_key(|w| w.0);
-        let mut i = 0;
-        while i < writes.len() {
-            let start = writes[i].0;
-            let mut end = start + (writes[i].1.len() / PAGE_SIZE) as u64;
-            let mut j = i + 1;
-            while j < writes.len() && writes[j].0 == end {
-                end += (writes[j].1.len() / PAGE_SIZE) as u64;
-                j += 1;
-            }
-            if j == i + 1 {
+        for (page, data) in &writes {
+            for (i, chunk) in data.chunks(PAGE_SIZE).enumerate() {
                 self.shared
                     .backend
-                    .write(start * PAGE_SIZE_U64, &writes[i].1)?;
-            } else {
-                let mut buf = Vec::with_capacity(((end - start) as usize) * PAGE_SIZE);
-                for w in &writes[i..j] {
-                    buf.extend_from_slice(&w.1);
-                }
-                self.shared.backend.write(start * PAGE_SIZE_U64, &buf)?;
+                    .write((page + i as u64) * PAGE_SIZE_U64, chunk)?;
             }
-            i = j;
         }
         Ok(())
     }
