@@ -99,6 +99,32 @@ fn main() {
     }
     db.sync().unwrap();
     println!("loaded: file {} MiB", db.size_bytes() >> 20);
+    // COLD=1: reopen with the file evicted from the page cache, as after a reboot.
+    let db = if std::env::var_os("COLD").is_some() {
+        drop(db);
+        let f = std::fs::File::open(dir.path().join("db")).unwrap();
+        // SAFETY: advisory call on a descriptor we own.
+        unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("db"))
+            .unwrap();
+        Database::open_backend(
+            Box::new(Timed(FileBackend::new(f), c.clone())),
+            Default::default(),
+        )
+        .unwrap()
+    } else {
+        db
+    };
     c.reset();
     let mut x = 0x2545f4914f6cdd1du64;
     let (mut tput, mut tcommit) = (0u128, 0u128);

@@ -57,6 +57,8 @@ pub(crate) struct WriterState {
     /// Pages holding the freelist of the last durable commit (freed by the next durable one).
     pub freelist_pages: Vec<PageId>,
     pub file_len: u64,
+    /// Single-page buffers kept from earlier commits' writes (see `WriteTxn::page_buf`).
+    pub spare_pages: Vec<Vec<u8>>,
 }
 
 impl WriterState {
@@ -72,9 +74,7 @@ impl WriterState {
         let oldest_reader = self.history.front().map_or(u64::MAX, |s| s.seq);
         self.alloc.reclaim(oldest_reader, self.durable_seq);
     }
-}
 
-impl WriterState {
     /// Takes in a durable commit that completed since the writer last looked (its sync ran
     /// without the writer, `write.rs`): from now on pages it no longer references may be reused.
     pub fn absorb_durable(&mut self, shared: &Shared) {
@@ -337,6 +337,7 @@ pub(crate) fn open_shared(backend: Box<dyn StorageBackend>, options: Options) ->
         txid: meta.txid,
         freelist_pages,
         file_len: len,
+        spare_pages: Vec::new(),
     };
     *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
     Ok(shared)

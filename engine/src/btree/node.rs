@@ -218,10 +218,25 @@ impl Node {
     }
 
     /// Encodes entries [a, b) as run `id`. Leaf values must already be Inline or Overflow.
+    #[cfg(test)]
     pub fn encode(&self, a: usize, b: usize, id: PageId, seq: u64) -> Vec<u8> {
+        self.encode_into(a, b, id, seq, Vec::new())
+    }
+
+    /// Encodes entries `a..b` into `buf` (any recycled buffer: it is cleared and zero-filled to
+    /// the run's size first, so no earlier content survives) and returns it.
+    pub fn encode_into(
+        &self,
+        a: usize,
+        b: usize,
+        id: PageId,
+        seq: u64,
+        mut buf: Vec<u8>,
+    ) -> Vec<u8> {
         let count = b - a;
         let pages = pages_for(self.size_of(a, b));
-        let mut buf = vec![0u8; pages as usize * PAGE_SIZE];
+        buf.clear();
+        buf.resize(pages as usize * PAGE_SIZE, 0);
         let h = Header {
             kind: if self.leaf { Kind::Leaf } else { Kind::Branch },
             count: u16::try_from(count).expect("node entry count fits u16"),
