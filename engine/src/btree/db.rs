@@ -57,8 +57,6 @@ pub(crate) struct WriterState {
     /// Pages holding the freelist of the last durable commit (freed by the next durable one).
     pub freelist_pages: Vec<PageId>,
     pub file_len: u64,
-    /// Single-page buffers kept from earlier commits' writes (see `WriteTxn::page_buf`).
-    pub spare_pages: Vec<Vec<u8>>,
 }
 
 impl WriterState {
@@ -337,7 +335,6 @@ pub(crate) fn open_shared(backend: Box<dyn StorageBackend>, options: Options) ->
         txid: meta.txid,
         freelist_pages,
         file_len: len,
-        spare_pages: Vec::new(),
     };
     *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
     Ok(shared)

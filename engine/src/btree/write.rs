@@ -33,10 +33,6 @@ use crate::btree::page::{
     PAGE_SIZE_U64,
 };
 
-/// Page buffers kept for the next commit: 8 MiB, a little more than a durable commit of 1,000
-/// random puts into a 1M-key tree writes.
-const MAX_SPARE_PAGES: usize = 2048;
-
 struct BucketState {
     name: Vec<u8>,
     root: Option<Child>,
@@ -57,7 +53,9 @@ pub struct WriteTxn<'db> {
     catalog: Option<Child>,
     buckets: Vec<BucketState>,
     by_name: HashMap<Vec<u8>, usize>,
-    writes: Vec<(PageId, Vec<u8>)>,
+    /// The buffer each new run is encoded into before it is written (one, reused: it stays hot
+    /// in the CPU cache).
+    scratch: Vec<u8>,
     fill: usize,
 }
 
@@ -96,7 +94,7 @@ impl<'db> WriteTxn<'db> {
             catalog,
             buckets: Vec::new(),
             by_name: HashMap::new(),
-            writes: Vec::new(),
+            scratch: Vec::new(),
             fill: PAGE_SIZE / 2,
         }
     }
@@ -387,19 +385,58 @@ impl<'db> WriteTxn<'db> {
             .expect("writer state present until the transaction ends")
     }
 
-    /// A buffer for one encoded page, recycled from an earlier commit's writes when one is
-    /// spare. Reusing them keeps a commit from growing the heap by its whole size and handing it
-    /// back afterwards (the allocator trims the freed top of the heap, so every commit paid
-    /// page faults and kernel zeroing for its ~1,400 fresh buffers: `durable_probe`).
-    fn page_buf(&mut self) -> Vec<u8> {
-        self.state().spare_pages.pop().unwrap_or_default()
+    /// Writes a new run (pages allocated by this transaction: no reader or durable commit can
+    /// see them, S1/S3) at once, one 4 KiB page per write call.
+    ///
+    /// Written as the commit encodes them, from one reused buffer: collecting a commit's runs
+    /// first cost a cold 4 KiB buffer per page (~6 MB for 1,000 random puts into a 1M-key tree).
+    /// Not coalesced on purpose: Linux 6.16+ gives ext4 large folios, sized by the write, and a
+    /// later 4 KiB write into a page of a large folio (what every commit after the first does:
+    /// freed pages are reused one by one) walks all the folio's buffers on the write and again
+    /// at writeback. Measured here (kernel 6.18, ext4): 1,400 random page writes + fdatasync
+    /// into a file first filled with 1 MiB writes took 9.4 + 25.3 ms, into one filled with
+    /// 4 KiB writes 3.6 + 14.1 ms. Adjacent pages still reach the disk as one request (the block
+    /// layer merges them, whatever order they were written in).
+    fn write_run(&self, first: PageId, data: &[u8]) -> Result<()> {
+        for (i, chunk) in data.chunks(PAGE_SIZE).enumerate() {
+            self.shared
+                .backend
+                .write((first + i as u64) * PAGE_SIZE_U64, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Grows the file to hold every page below the high-water mark, before any of them is
+    /// written: by at least `grow_step`, or half the file when larger, never past the map.
+    fn ensure_file_len(&mut self) -> Result<()> {
+        let needed = self.state().alloc.hwm * PAGE_SIZE_U64;
+        let cur = self.state().file_len;
+        if needed <= cur {
+            return Ok(());
+        }
+        let step = self.shared.options.grow_step.max(cur / 2);
+        let new_len = needed.max(cur + step).div_ceil(PAGE_SIZE_U64) * PAGE_SIZE_U64;
+        let new_len = new_len.min(self.shared.map.len() as u64).max(needed);
+        self.shared.backend.set_len(new_len)?;
+        self.state().file_len = new_len;
+        Ok(())
     }
 
     /// Allocates a run of `pages` pages for new content.
     fn alloc(&mut self, pages: u64) -> Result<PageId> {
+        self.alloc_for(pages, false)
+    }
+
+    /// Allocates a run of `pages` pages; a one-page branch comes from the top of the free set
+    /// (`Allocator::alloc_high`).
+    fn alloc_for(&mut self, pages: u64, branch: bool) -> Result<PageId> {
         let map_pages = self.shared.map.len() as u64 / PAGE_SIZE_U64;
         let st = self.state();
-        let p = st.alloc.alloc(pages);
+        let p = if branch && pages == 1 {
+            st.alloc.alloc_high()
+        } else {
+            st.alloc.alloc(pages)
+        };
         if st.alloc.hwm > map_pages {
             return Err(Error::MapFull {
                 needed: st.alloc.hwm * PAGE_SIZE_U64,
@@ -407,6 +444,7 @@ impl<'db> WriteTxn<'db> {
             });
         }
         self.shared.verified.clear(p, pages);
+        self.ensure_file_len()?;
         Ok(p)
     }
 
@@ -482,7 +520,7 @@ impl<'db> WriteTxn<'db> {
                 if let Val::Big(data) = v {
                     let pages = pages_for(HEADER_SIZE + data.len()) as u64;
                     let p = self.alloc(pages)?;
-                    self.writes.push((p, encode_overflow(data, p, self.seq)));
+                    self.write_run(p, &encode_overflow(data, p, self.seq))?;
                     *v = Val::Overflow {
                         page: p,
                         len: data.len(),
@@ -521,10 +559,12 @@ impl<'db> WriteTxn<'db> {
         let mut out = Vec::new();
         for (a, b) in node.split_points(threshold) {
             let pages = pages_for(node.size_of(a, b)) as u64;
-            let p = self.alloc(pages)?;
-            let buf = self.page_buf();
-            self.writes
-                .push((p, node.encode_into(a, b, p, self.seq, buf)));
+            let p = self.alloc_for(pages, !node.leaf)?;
+            let buf = std::mem::take(&mut self.scratch);
+            let buf = node.encode_into(a, b, p, self.seq, buf);
+            let written = self.write_run(p, &buf);
+            self.scratch = buf;
+            written?;
             out.push((node.keys[a].clone(), p));
         }
         Ok(out)
@@ -592,7 +632,7 @@ impl<'db> WriteTxn<'db> {
         );
         for (j, &p) in pages.iter().enumerate() {
             let chunk = ids.chunks(FREELIST_IDS_PER_PAGE).nth(j).unwrap_or(&[]);
-            let mut buf = self.page_buf();
+            let mut buf = std::mem::take(&mut self.scratch);
             buf.clear();
             buf.resize(PAGE_SIZE, 0);
             Header {
@@ -613,7 +653,9 @@ impl<'db> WriteTxn<'db> {
                 wr_u64(&mut buf, FREELIST_IDS_OFFSET + 8 * i, *id);
             }
             seal(&mut buf);
-            self.writes.push((p, buf));
+            let written = self.write_run(p, &buf);
+            self.scratch = buf;
+            written?;
         }
         let head = pages.first().copied().unwrap_or(0);
         self.state().freelist_pages = pages;
@@ -744,18 +786,8 @@ impl<'db> WriteTxn<'db> {
         } else {
             None
         };
-        // 3. Grow the file, then write every new run.
+        // Every new run was written as it was encoded (`write_run`).
         let hwm = self.state().alloc.hwm;
-        let needed = hwm * PAGE_SIZE_U64;
-        if needed > self.state().file_len {
-            let cur = self.state().file_len;
-            let step = self.shared.options.grow_step.max(cur / 2);
-            let new_len = needed.max(cur + step).div_ceil(PAGE_SIZE_U64) * PAGE_SIZE_U64;
-            let new_len = new_len.min(self.shared.map.len() as u64).max(needed);
-            self.shared.backend.set_len(new_len)?;
-            self.state().file_len = new_len;
-        }
-        self.write_runs()?;
         Ok((catalog, freelist, hwm))
     }
 
@@ -768,37 +800,6 @@ impl<'db> WriteTxn<'db> {
         });
         self.state().history.push_back(snap.clone());
         self.shared.published.store(snap);
-    }
-
-    /// Writes the collected runs in page order, one 4 KiB page per write call.
-    ///
-    /// Not coalesced on purpose: Linux 6.16+ gives ext4 large folios, sized by the write, and a
-    /// later 4 KiB write into a page of a large folio (what every commit after the first does:
-    /// freed pages are reused one by one) walks all the folio's buffers on the write and again
-    /// at writeback. Measured here (kernel 6.18, ext4): 1,400 random page writes + fdatasync
-    /// into a file first filled with 1 MiB writes took 9.4 + 25.3 ms, into one filled with
-    /// 4 KiB writes 3.6 + 14.1 ms. Adjacent pages still reach the disk as one request (the block
-    /// layer merges them).
-    fn write_runs(&mut self) -> Result<()> {
-        let mut writes = std::mem::take(&mut self.writes);
-        writes.sort_unstable_by_key(|w| w.0);
-        for (page, data) in &writes {
-            for (i, chunk) in data.chunks(PAGE_SIZE).enumerate() {
-                self.shared
-                    .backend
-                    .write((page + i as u64) * PAGE_SIZE_U64, chunk)?;
-            }
-        }
-        let spare = &mut self.state().spare_pages;
-        for (_, data) in writes {
-            if spare.len() >= MAX_SPARE_PAGES {
-                break;
-            }
-            if data.capacity() == PAGE_SIZE {
-                spare.push(data);
-            }
-        }
-        Ok(())
     }
 }
 
