@@ -29,6 +29,7 @@ use crate::msg::{core_of, ConnId, Query, Reply, ToApply, ToClient};
 use crate::raftnode::{ApplyHandle, ClientHandle, LogEvent, LogStatus, PeerBook};
 use keel_raft::consensus::{ConfChange, ConfChangeKind};
 use std::collections::BTreeMap;
+use std::future::Future;
 
 /// Watch responses a connection may have outstanding (handed over, not yet written) before
 /// its watchers fall back to catching up from the store (etcd's victim handling).
@@ -288,56 +289,25 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
             }
         }));
     }
-    // Timers.
-    let timer = {
-        let st = st.clone();
-        let io = io.clone();
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(TICK).await;
-                if io.log.status().is_stopped() {
-                    break;
-                }
-                let gate = io.store_gate.read().await;
-                let r = on_tick(&st, &io).await;
-                drop(gate);
-                if let Err(e) = r {
-                    st.borrow_mut().failed = Some(e.clone());
-                    tracing::error!(error = %e, "apply core failed");
-                    break;
-                }
+    // Timers: the tick (durable sync, watch catch-up, leases) and physical compaction (one
+    // bounded step every COMPACT_PAUSE while one is scheduled).
+    let timer = spawn_store_task(
+        &st,
+        &io,
+        |_| TICK,
+        |st, io| async move { on_tick(&st, &io).await },
+    );
+    let compactor = spawn_store_task(
+        &st,
+        &io,
+        |s| if s.compacting { COMPACT_PAUSE } else { TICK },
+        |st, io| async move {
+            if !st.borrow().compacting {
+                return Ok(());
             }
-        })
-    };
-    // Physical compaction: one bounded step every COMPACT_PAUSE while one is scheduled.
-    let compactor = {
-        let st = st.clone();
-        let io = io.clone();
-        glommio::spawn_local(async move {
-            loop {
-                let pause = if st.borrow().compacting {
-                    COMPACT_PAUSE
-                } else {
-                    TICK
-                };
-                glommio::timer::sleep(pause).await;
-                if io.log.status().is_stopped() {
-                    break;
-                }
-                if !st.borrow().compacting {
-                    continue;
-                }
-                let gate = io.store_gate.read().await;
-                let r = compaction_step(&st, &io).await;
-                drop(gate);
-                if let Err(e) = r {
-                    st.borrow_mut().failed = Some(e.clone());
-                    tracing::error!(error = %e, "apply core failed");
-                    break;
-                }
-            }
-        })
-    };
+            compaction_step(&st, &io).await
+        },
+    );
     // The main loop: committed entries in log order.
     let result = loop {
         let Some(ev) = io.log.next().await else {
@@ -389,6 +359,39 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
         s.cfg.store.sync().map_err(|e| e.to_string())?;
     }
     result
+}
+
+/// A task of the apply core that sleeps `pause(state)`, then runs `work` under the store gate,
+/// until the log core stops; an error from `work` fails the apply core.
+fn spawn_store_task<W, F>(
+    st: &Rc<RefCell<State>>,
+    io: &Rc<Shared>,
+    pause: fn(&State) -> Duration,
+    work: W,
+) -> glommio::Task<()>
+where
+    W: Fn(Rc<RefCell<State>>, Rc<Shared>) -> F + 'static,
+    F: Future<Output = Result<(), String>>,
+{
+    let st = st.clone();
+    let io = io.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let wait = pause(&st.borrow());
+            glommio::timer::sleep(wait).await;
+            if io.log.status().is_stopped() {
+                break;
+            }
+            let gate = io.store_gate.read().await;
+            let r = work(st.clone(), io.clone()).await;
+            drop(gate);
+            if let Err(e) = r {
+                st.borrow_mut().failed = Some(e.clone());
+                tracing::error!(error = %e, "apply core failed");
+                break;
+            }
+        }
+    })
 }
 
 /// The channels once the receivers have been handed to their tasks.
