@@ -51,26 +51,42 @@ async fn lease_key(c: &Client, prefix: &str, lease: i64, present: bool) {
     .unwrap_or_else(|_| panic!("{prefix}: key of lease {lease:x} present={present} never"));
 }
 
-/// Waits (bounded poll on the observable queue) until `n` contenders are queued under `prefix`.
+/// Three sessions with 60 s leases: a holder and two contenders.
+async fn three_sessions(c: &Client) -> (Session, Session, Session) {
+    (
+        Session::new(c, 60).await.unwrap(),
+        Session::new(c, 60).await.unwrap(),
+        Session::new(c, 60).await.unwrap(),
+    )
+}
+
+/// Waits until `n` contenders are queued under `prefix`: counts the queue, then re-counts on
+/// every change a watch on it reports (bounded: 20 s).
 async fn queued(c: &Client, prefix: &str, n: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = c
-            .get(format!("{prefix}/"))
-            .prefix()
-            .count_only()
-            .await
-            .unwrap();
-        if r.count >= n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} queued",
-            r.count
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let queue = format!("{prefix}/");
+    let count = || async { c.get(queue.clone()).prefix().count_only().await.unwrap() };
+    let r = count().await;
+    if r.count >= n {
+        return;
     }
+    let mut w = c
+        .watch(queue.clone())
+        .prefix()
+        .rev(r.header.revision + 1)
+        .await
+        .unwrap();
+    let mut last = r.count;
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while last < n {
+            w.next().await.expect("watch open").expect("watch ok");
+            last = count().await.count;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "only {last} queued under {prefix}, waiting for {n}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,9 +294,7 @@ async fn a_cancelled_lock_call_leaves_the_queue() {
     let (_dir, srv) = server();
     let admin = client(&srv).await;
     let c = client(&srv).await;
-    let s1 = Session::new(&c, 60).await.unwrap();
-    let s2 = Session::new(&c, 60).await.unwrap();
-    let s3 = Session::new(&c, 60).await.unwrap();
+    let (s1, s2, s3) = three_sessions(&c).await;
     let g1 = Mutex::new(&s1, "/lock/d").lock().await.unwrap();
     // Contender 2 queues, then gives up (its future is dropped).
     let m2 = Mutex::new(&s2, "/lock/d");
@@ -308,9 +322,7 @@ async fn a_cancelled_campaign_leaves_the_queue() {
     let (_dir, srv) = server();
     let admin = client(&srv).await;
     let c = client(&srv).await;
-    let s1 = Session::new(&c, 60).await.unwrap();
-    let s2 = Session::new(&c, 60).await.unwrap();
-    let s3 = Session::new(&c, 60).await.unwrap();
+    let (s1, s2, s3) = three_sessions(&c).await;
     let lead1 = Election::new(&s1, "/elect/c")
         .campaign("one")
         .await
