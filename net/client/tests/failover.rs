@@ -73,20 +73,27 @@ async fn kill_the_member_the_client_talks_to() {
     let acked = Arc::new(Mutex::new(Vec::<(String, i64)>::new()));
     let unknown = Arc::new(Mutex::new(Vec::<String>::new()));
     let seq = Arc::new(AtomicUsize::new(0));
+    // How many writes are acknowledged so far: the test waits on it instead of polling.
+    let (acked_tx, mut acked_rx) = tokio::sync::watch::channel(0usize);
+    let acked_tx = Arc::new(acked_tx);
     let mut writers = Vec::new();
     for _ in 0..16 {
-        let (c, stop, acked, unknown, seq) = (
+        let (c, stop, acked, unknown, seq, acked_tx) = (
             client.clone(),
             stop.clone(),
             acked.clone(),
             unknown.clone(),
             seq.clone(),
+            acked_tx.clone(),
         );
         writers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let k = format!("/f/{:06}", seq.fetch_add(1, Ordering::Relaxed));
                 match c.put(k.clone(), "v").await {
-                    Ok(r) => acked.lock().unwrap().push((k, r.header.revision)),
+                    Ok(r) => {
+                        acked.lock().unwrap().push((k, r.header.revision));
+                        acked_tx.send_modify(|n| *n += 1);
+                    }
                     Err(Error::Unknown(_)) => unknown.lock().unwrap().push(k),
                     Err(Error::Unavailable(_)) => {} // never sent
                     Err(e) => panic!("write {k}: unexpected error {e:?}"),
@@ -94,32 +101,29 @@ async fn kill_the_member_the_client_talks_to() {
             }
         }));
     }
-    let count = |v: &Arc<Mutex<Vec<(String, i64)>>>| v.lock().unwrap().len();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while count(&acked) < 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "writes do not go through"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let waited_ok = tokio::time::timeout(Duration::from_secs(30), acked_rx.wait_for(|&n| n >= 200))
+        .await
+        .is_ok();
+    assert!(waited_ok, "writes do not go through");
     // Kill the member the client talks to, with writes in flight.
     members[talk_to].kill();
-    let at_kill = count(&acked);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while count(&acked) < at_kill + 200 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "writes do not continue after the kill ({} acked since)\n{}",
-            count(&acked) - at_kill,
-            members
-                .iter()
-                .map(|m| m.log())
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let at_kill = *acked_rx.borrow();
+    let waited_ok = tokio::time::timeout(
+        Duration::from_secs(60),
+        acked_rx.wait_for(|&n| n >= at_kill + 200),
+    )
+    .await
+    .is_ok();
+    assert!(
+        waited_ok,
+        "writes do not continue after the kill ({} acked since)\n{}",
+        *acked_rx.borrow() - at_kill,
+        members
+            .iter()
+            .map(|m| m.log())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
