@@ -14,7 +14,9 @@ if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command 
     $SUDO apt-get update
     $SUDO apt-get install -y etcd-server etcd-client protobuf-compiler
 fi
-rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy || true
+for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component" || true
+done
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The client library's tests start real `keel` processes from target/debug/keel (another
