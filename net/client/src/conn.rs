@@ -39,6 +39,9 @@ struct Shared {
     /// `None` once the connection is closed: nothing more can be registered.
     pending: Mutex<Option<HashMap<u64, Sink>>>,
     closed: AtomicBool,
+    /// Several requests are in flight at once (see the writer task): set by the reader from
+    /// the responses one read routed, and by the writer when it drained several frames.
+    busy: AtomicBool,
 }
 
 impl Shared {
@@ -102,15 +105,30 @@ impl Conn {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Some(HashMap::new())),
             closed: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
         });
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
 
-        // Writer: drain everything queued into one write (pipelining batches naturally).
+        // Writer: drain everything queued into one write (pipelining batches naturally). Tokio
+        // runs a task woken by the running one next (its LIFO slot), so the writer, woken by the
+        // first frame, used to write it alone while other callers woken by the same response
+        // batch had not run yet (keel-bench, 10 conns / 100 clients: 47k sends for 50k puts).
+        // While the connection is busy (the last read routed several responses, or the last
+        // write carried several frames) the writer yields once first, so those callers queue
+        // their frames and share the write; a lone caller (1 request in flight) is not delayed.
         let wshared = shared.clone();
         tokio::spawn(async move {
             while let Some(mut buf) = rx.recv().await {
+                if wshared.busy.load(Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                }
+                let mut frames = 1;
                 while let Ok(more) = rx.try_recv() {
                     buf.extend_from_slice(&more);
+                    frames += 1;
+                }
+                if frames > 1 {
+                    wshared.busy.store(true, Ordering::Relaxed);
                 }
                 if let Err(e) = wr.write_all(&buf).await {
                     wshared.close(&format!("write: {e}"));
@@ -126,6 +144,7 @@ impl Conn {
             let mut dec = p::FrameDecoder::new(p::limits::DEFAULT_MAX_RESPONSE_PAYLOAD);
             let why = loop {
                 let mut broken = None;
+                let mut routed = 0usize;
                 loop {
                     match dec.decode() {
                         Ok(p::Decoded::Frame(f)) => {
@@ -140,6 +159,7 @@ impl Conn {
                                         }
                                     }
                                     route(&rshared, id, resp, more);
+                                    routed += 1;
                                 }
                                 Err(e) => {
                                     broken = Some(format!("bad response: {e}"));
@@ -156,6 +176,9 @@ impl Conn {
                 }
                 if let Some(why) = broken {
                     break why;
+                }
+                if routed > 0 {
+                    rshared.busy.store(routed > 1, Ordering::Relaxed);
                 }
                 let buf = dec.read_buf(64 << 10);
                 match rd.read(buf).await {
