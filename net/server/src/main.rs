@@ -7,6 +7,15 @@ use keel_server::config::{Config, Flags};
 use keel_server::node::Node;
 use keel_server::signals;
 
+/// jemalloc instead of glibc's malloc. The apply path allocates and frees many short-lived
+/// buffers per batch (entries, values, page copies); with glibc, `_int_malloc`/`_int_free` and
+/// their consolidation took ~19% of the server's CPU at 10 conns / 100 clients of puts. A/B on
+/// this 2-vCPU VM (100,000 puts, three alternating rounds): server CPU per put 24.2/21.0/19.3 µs
+/// with glibc, 17.8/16.8/18.0 µs with jemalloc; serializable range 7.7/6.1 → 5.4/5.5 µs. mimalloc
+/// was as cheap but refaulted pages it had purged (p99 9–12 ms against 6–7 ms).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let flags = Flags::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&flags.log_level)
