@@ -2,11 +2,13 @@
 //! Ready in the order the Ready contract requires (DESIGN.md §3):
 //!
 //! 1. send `messages` at once (a leader's Appends go out while its own WAL write runs, Raft
-//!    thesis §10.2.1);
+//!    thesis §10.2.1), and hand the committed entries this member has already persisted to the
+//!    apply side (they do not wait for this Ready's write);
 //! 2. persist snapshot, entries and hard state in one awaited WAL write ([`LogStore::persist`]);
 //! 3. send `persisted_messages` (votes, Append answers: only after persistence, R1);
 //! 4. apply membership entries to the Raft core, answer confirmed reads, `advance`;
-//! 5. hand committed entries to the apply side, in order, through the bounded apply channel.
+//! 5. hand the remaining committed entries to the apply side, in order, through the bounded
+//!    apply channel (an entry is delivered only once it is in this member's WAL).
 //!
 //! Owns the [`RawNode`], the [`LogStore`], the [`Transport`] and the pending proposals and read
 //! rounds. Everything runs on one glommio executor; the only waits are the WAL, the apply
