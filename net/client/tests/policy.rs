@@ -29,6 +29,8 @@ type Script = Arc<dyn Fn(&p::Request, usize) -> Act + Send + Sync>;
 struct Fake {
     addr: String,
     seen: Arc<Mutex<Vec<p::Request>>>,
+    /// How many requests `seen` holds, for tests that wait for one to arrive.
+    arrived: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 fn header(member: u64) -> p::ResponseHeader {
@@ -46,19 +48,30 @@ fn fake(member: u64, script: Script) -> Fake {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let seen2 = seen.clone();
+    let arrived = Arc::new(tokio::sync::watch::Sender::new(0));
+    let (seen2, arrived2) = (seen.clone(), arrived.clone());
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { return };
-            let seen = seen2.clone();
+            let (seen, arrived) = (seen2.clone(), arrived2.clone());
             let script = script.clone();
-            std::thread::spawn(move || serve(member, s, seen, script));
+            std::thread::spawn(move || serve(member, s, seen, arrived, script));
         }
     });
-    Fake { addr, seen }
+    Fake {
+        addr,
+        seen,
+        arrived,
+    }
 }
 
-fn serve(member: u64, mut s: TcpStream, seen: Arc<Mutex<Vec<p::Request>>>, script: Script) {
+fn serve(
+    member: u64,
+    mut s: TcpStream,
+    seen: Arc<Mutex<Vec<p::Request>>>,
+    arrived: Arc<tokio::sync::watch::Sender<usize>>,
+    script: Script,
+) {
     let mut dec = p::FrameDecoder::new(p::limits::DEFAULT_MAX_REQUEST_PAYLOAD);
     let mut held: Vec<(u64, p::Response)> = Vec::new();
     loop {
@@ -78,6 +91,7 @@ fn serve(member: u64, mut s: TcpStream, seen: Arc<Mutex<Vec<p::Request>>>, scrip
                 let n = {
                     let mut v = seen.lock().unwrap();
                     v.push(req.clone());
+                    arrived.send_replace(v.len());
                     v.len() - 1
                 };
                 script(&req, n)
@@ -345,27 +359,22 @@ async fn a_watch_on_a_silent_member_moves_to_another_and_resumes() {
     let first = w.next().await.unwrap().unwrap();
     assert_eq!(first.events[0].kv.mod_revision, 11);
     // The watch moves to member 2 and asks for revision 12 onwards: no gap, no duplicate.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let resumed = loop {
-        let creates: Vec<i64> = b
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|r| match r {
+    // Waits on the fake's request count and re-checks on every new request.
+    let mut arrived = b.arrived.subscribe();
+    let resumed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let first_create = b.seen.lock().unwrap().iter().find_map(|r| match r {
                 p::Request::Watch(p::WatchRequest::Create(c)) => Some(c.start_revision),
                 _ => None,
-            })
-            .collect();
-        if let Some(&rev) = creates.first() {
-            break rev;
+            });
+            if let Some(rev) = first_create {
+                break rev;
+            }
+            arrived.changed().await.expect("the fake server is alive");
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the watch never moved"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await
+    .expect("the watch never moved");
     assert_eq!(resumed, 12);
 }
 
