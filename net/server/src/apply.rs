@@ -294,19 +294,14 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
     let timer = spawn_store_task(
         &st,
         &io,
-        |_| TICK,
+        |_| Some(TICK),
         |st, io| async move { on_tick(&st, &io).await },
     );
     let compactor = spawn_store_task(
         &st,
         &io,
-        |s| if s.compacting { COMPACT_PAUSE } else { TICK },
-        |st, io| async move {
-            if !st.borrow().compacting {
-                return Ok(());
-            }
-            compaction_step(&st, &io).await
-        },
+        |s| s.compacting.then_some(COMPACT_PAUSE),
+        |st, io| async move { compaction_step(&st, &io).await },
     );
     // The main loop: committed entries in log order.
     let result = loop {
@@ -330,8 +325,7 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
                 if let Some(cc) = conf_change {
                     let waiter = st.borrow_mut().conf_waiters.remove(&cc.node_id);
                     if let Some((seq, _)) = waiter {
-                        let mut replies: Vec<Vec<Reply>> =
-                            (0..io.to_clients.len()).map(|_| Vec::new()).collect();
+                        let mut replies = reply_slots(&io);
                         route(&mut replies, seq, Err(refusal_error(&reason)));
                         send_replies(&io, replies, None).await;
                     }
@@ -362,11 +356,12 @@ pub async fn run(cfg: ApplyConfig, io: ApplyIo) -> Result<(), String> {
 }
 
 /// A task of the apply core that sleeps `pause(state)`, then runs `work` under the store gate,
-/// until the log core stops; an error from `work` fails the apply core.
+/// until the log core stops; an error from `work` fails the apply core. While `pause` returns
+/// `None` (nothing to do) it only sleeps a [`TICK`] and looks again, without taking the gate.
 fn spawn_store_task<W, F>(
     st: &Rc<RefCell<State>>,
     io: &Rc<Shared>,
-    pause: fn(&State) -> Duration,
+    pause: fn(&State) -> Option<Duration>,
     work: W,
 ) -> glommio::Task<()>
 where
@@ -378,9 +373,12 @@ where
     glommio::spawn_local(async move {
         loop {
             let wait = pause(&st.borrow());
-            glommio::timer::sleep(wait).await;
+            glommio::timer::sleep(wait.unwrap_or(TICK)).await;
             if io.log.status().is_stopped() {
                 break;
+            }
+            if pause(&st.borrow()).is_none() {
+                continue;
             }
             let gate = io.store_gate.read().await;
             let r = work(st.clone(), io.clone()).await;
@@ -404,6 +402,11 @@ struct Shared {
     /// this executor's thread on that lock — and with it any role sharing the executor, the log
     /// core included — so it waits here, asynchronously, instead.
     store_gate: glommio::sync::RwLock<()>,
+}
+
+/// One empty batch of replies per client core.
+fn reply_slots(io: &Shared) -> Vec<Vec<Reply>> {
+    (0..io.to_clients.len()).map(|_| Vec::new()).collect()
 }
 
 /// Where a reply for `id` (a tagged proposal or query sequence) goes, if this member has it.
@@ -759,7 +762,7 @@ async fn apply_entries(
         return Ok(());
     };
     let status = io.log.status().clone();
-    let mut replies: Vec<Vec<Reply>> = (0..io.to_clients.len()).map(|_| Vec::new()).collect();
+    let mut replies = reply_slots(io);
     let (rev, events) = {
         let mut guard = st.borrow_mut();
         let s = &mut *guard;
@@ -867,7 +870,7 @@ async fn fail_dropped(
     reason: &crate::raftnode::Refusal,
 ) {
     let member = st.borrow().cfg.member_id;
-    let mut replies: Vec<Vec<Reply>> = (0..io.to_clients.len()).map(|_| Vec::new()).collect();
+    let mut replies = reply_slots(io);
     let err = refusal_error(reason);
     for data in proposals {
         if let Ok(req) = p::InternalRequest::decode(&data) {
@@ -977,7 +980,7 @@ async fn compaction_step(st: &Rc<RefCell<State>>, io: &Rc<Shared>) -> Result<(),
             s.compacting = false;
             std::mem::take(&mut s.physical_waiters)
         };
-        let mut replies: Vec<Vec<Reply>> = (0..io.to_clients.len()).map(|_| Vec::new()).collect();
+        let mut replies = reply_slots(io);
         for (core, r) in waiters {
             replies[core].push(r);
         }
