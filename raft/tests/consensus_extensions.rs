@@ -458,3 +458,58 @@ fn a_leader_that_cannot_commit_refuses_proposals_beyond_its_uncommitted_budget()
         "committing frees the budget"
     );
 }
+
+/// Committed entries are offered only once persisted on this member — a leader that learns of
+/// a commit from its followers while its own write is queued, with pipelined persistence
+/// (`advance_handed` / `on_persisted`), applies nothing until that write completes.
+#[test]
+fn committed_entries_wait_for_this_members_own_write() {
+    let mut net = cluster(3);
+    net.elect(1);
+    let l = net.get_mut(1);
+    l.propose(b"x".to_vec()).unwrap();
+    let rd = l.ready();
+    let (index, term) = {
+        let e = rd.entries.last().expect("the proposal");
+        (e.index, e.term)
+    };
+    let appends = rd.messages.clone();
+    assert_eq!(
+        kinds(&appends),
+        vec![(MessageKind::Append, 2), (MessageKind::Append, 3)]
+    );
+    l.advance_handed(&rd); // the leader's own write is queued, not durable
+    let mut answers = Vec::new();
+    for m in appends {
+        let f = net.get_mut(m.to);
+        f.step(m).unwrap();
+        answers.extend(flush(f));
+    }
+    let l = net.get_mut(1);
+    for a in answers {
+        l.step(a).unwrap();
+    }
+    assert_eq!(
+        l.raft().committed(),
+        index,
+        "both followers hold it: committed"
+    );
+    while l.has_ready() {
+        let rd = l.ready();
+        assert!(
+            rd.committed_entries.iter().all(|e| e.index < index),
+            "offered {index} before this member persisted it"
+        );
+        l.advance_handed(&rd);
+    }
+    let s = l.storage().clone();
+    s.append(&rd.entries);
+    l.on_persisted(index, term);
+    let rd = l.ready();
+    assert_eq!(
+        rd.committed_entries.last().map(|e| e.index),
+        Some(index),
+        "offered once durable here"
+    );
+    l.advance_handed(&rd);
+}

@@ -325,24 +325,29 @@ impl<S: Storage> RaftLog<S> {
         }
     }
 
-    /// Committed entries not yet handed to the application.
-    pub fn next_committed_entries(&self, max_bytes: u64) -> Vec<Entry> {
-        let lo = (self.applied + 1).max(self.first_index());
-        if self.committed < lo {
-            return Vec::new();
-        }
-        self.entries(lo, self.committed + 1, max_bytes)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "committed entries {lo}..={} unreadable: {e}",
-                    self.committed
-                )
-            })
+    /// The highest index that may be handed to the application: committed and persisted
+    /// here. A member learns of a commit before its own copy is durable (a follower with the
+    /// entries themselves; a leader from a quorum of followers while its own write is still
+    /// running); such entries wait for this member's write, so the state machine never gets
+    /// ahead of the log a restart replays.
+    fn applicable(&self) -> u64 {
+        self.committed.min(self.persisted)
     }
 
-    /// Whether committed entries await application.
+    /// Committed entries, persisted here, not yet handed to the application.
+    pub fn next_committed_entries(&self, max_bytes: u64) -> Vec<Entry> {
+        let lo = (self.applied + 1).max(self.first_index());
+        let hi = self.applicable();
+        if hi < lo {
+            return Vec::new();
+        }
+        self.entries(lo, hi + 1, max_bytes)
+            .unwrap_or_else(|e| panic!("committed entries {lo}..={hi} unreadable: {e}"))
+    }
+
+    /// Whether committed, persisted entries await application.
     pub fn has_next_committed_entries(&self) -> bool {
-        self.committed > self.applied.max(self.first_index() - 1)
+        self.applicable() > self.applied.max(self.first_index() - 1)
     }
 
     /// The application was handed entries up to `index`.

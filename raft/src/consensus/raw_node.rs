@@ -7,6 +7,14 @@
 //! then send `persisted_messages`, apply `committed_entries`, serve `read_states`, and call
 //! `advance(ready)`. Inputs may be stepped between `ready()` and `advance()`; a second `ready()`
 //! must wait for `advance()`.
+//!
+//! Pipelined persistence: a caller whose writes complete in the order it queued them need not
+//! wait for one before taking the next Ready. It sends `messages`, applies `committed_entries`
+//! (they are always entries this member has already persisted), queues the write and calls
+//! `advance_handed(ready)`; when that write completes it sends the Ready's
+//! `persisted_messages` and calls `on_persisted(index, term)` with the Ready's last entry. A
+//! Ready carrying a snapshot is persisted before anything else goes on: wait for the earlier
+//! writes, write it, and `advance(ready)`.
 
 use super::conf::ConfChange;
 use super::message::{ConfState, Entry, HardState, Message, NodeId, Snapshot};
@@ -26,7 +34,8 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     /// A snapshot to install and persist (replacing the log and the state machine).
     pub snapshot: Option<Snapshot>,
-    /// Committed entries to apply, in order — only after persisting this Ready.
+    /// Committed entries to apply, in order. All are already persisted on this member (the
+    /// entries of this same Ready never are: they come in a later Ready).
     pub committed_entries: Vec<Entry>,
     /// Messages that may be sent at once.
     pub messages: Vec<Message>,
@@ -191,5 +200,30 @@ impl<S: Storage> RawNode<S> {
                 r.on_applied(e.index);
             }
         });
+    }
+
+    /// Pipelined persistence (module documentation): the caller sent `rd.messages`, handed
+    /// `rd.committed_entries` to the application and queued the write of `rd`'s entries and
+    /// hard state behind every earlier write, and has not waited for it. The next `ready()` may
+    /// follow at once; the write's completion is reported with [`RawNode::on_persisted`].
+    /// Panics on a Ready with a snapshot (that one is persisted first, then `advance`d).
+    pub fn advance_handed(&mut self, rd: &Ready) {
+        assert!(self.awaiting_advance, "advance_handed() without ready()");
+        assert!(
+            rd.snapshot.is_none(),
+            "a Ready with a snapshot is persisted before it is advanced"
+        );
+        self.awaiting_advance = false;
+        if let Some(e) = rd.committed_entries.last() {
+            self.checked(|r| r.on_applied(e.index));
+        }
+    }
+
+    /// A queued write completed: the log is durable up to `(index, term)`, the last entry of
+    /// the Ready it came from. Reports must come in the order the writes were queued. If the
+    /// log changed meanwhile (a new leader overwrote that entry), the report is ignored for the
+    /// overwritten part; a leader now counts itself toward the quorum of the persisted entries.
+    pub fn on_persisted(&mut self, index: u64, term: u64) {
+        self.checked(|r| r.on_persisted(index, term));
     }
 }

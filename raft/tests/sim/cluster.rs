@@ -3,12 +3,17 @@
 //! crashes that lose unpersisted state and restarts from persisted state, clients that write and
 //! read (ReadIndex), membership changes, leader transfers and snapshots. Everything is drawn from
 //! one seed: the same seed replays exactly.
+//!
+//! Half the seeds persist Readies pipelined, as the server does (`RawNode::advance_handed`):
+//! a member queues each Ready's write and goes on; queued writes complete later, in order, at
+//! random steps (sending the Ready's `persisted_messages` and reporting `on_persisted` only
+//! then), and a crash loses every write still queued.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use keel_raft::consensus::{
-    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryKind, MemStorage, Message, NodeId,
-    RawNode, Role, SplitMix64, Storage,
+    ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryKind, HardState, MemStorage,
+    Message, NodeId, RawNode, Role, SplitMix64, Storage,
 };
 
 use crate::checker::{digest, CheckResult, Checker};
@@ -49,6 +54,10 @@ pub struct Swarm {
     pub max_size_per_msg: u64,
     pub max_inflight: usize,
     pub pre_vote: bool,
+    /// Readies persisted pipelined (queued writes completing later) instead of in place.
+    pub pipelined: bool,
+    /// Per step, the chance in 100 that a member's oldest queued write completes.
+    pub write_done_pct: u64,
     pub canary: Canary,
 }
 
@@ -78,6 +87,8 @@ impl Swarm {
             max_size_per_msg: pick(&mut r, &[1, 64, 256, 1 << 20]),
             max_inflight: r.range(1, 8) as usize,
             pre_vote: r.chance(3, 4),
+            pipelined: r.chance(1, 2),
+            write_done_pct: pick(&mut r, &[20, 50, 100]),
             canary,
         }
     }
@@ -140,6 +151,15 @@ struct Node {
     writes: BTreeSet<u64>,
     /// Pending reads: context → (lower bound at start, read index once known).
     reads: BTreeMap<u64, (u64, Option<u64>)>,
+    /// Pipelined mode: writes queued and not yet durable, oldest first.
+    queued: VecDeque<QueuedWrite>,
+}
+
+/// A Ready's write in pipelined mode: what it makes durable and what waits for it.
+struct QueuedWrite {
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    persisted_messages: Vec<Message>,
 }
 
 struct Flight {
@@ -231,6 +251,7 @@ impl Sim {
                 tick_offset,
                 writes: BTreeSet::new(),
                 reads: BTreeMap::new(),
+                queued: VecDeque::new(),
             },
         );
         self.start(id);
@@ -264,6 +285,7 @@ impl Sim {
         node.incarnation += 1;
         node.writes.clear();
         node.reads.clear();
+        node.queued.clear();
         self.stats.crashes += 1;
     }
 
@@ -339,6 +361,42 @@ impl Sim {
                 self.crash(id);
                 return Ok(());
             }
+            if self.sw.pipelined && rd.snapshot.is_none() {
+                for e in &rd.committed_entries {
+                    self.apply(id, e)?;
+                }
+                let node = self.nodes.get_mut(&id).unwrap();
+                for rs in &rd.read_states {
+                    let ctx = u64::from_le_bytes(rs.context[..8].try_into().unwrap());
+                    if let Some(r) = node.reads.get_mut(&ctx) {
+                        r.1.get_or_insert(rs.index);
+                    }
+                }
+                let Some(raw) = node.raw.as_mut() else {
+                    return Ok(());
+                };
+                raw.advance_handed(&rd);
+                if rd.must_persist() || !rd.persisted_messages.is_empty() {
+                    // Even with nothing of its own to write, its persisted messages wait for
+                    // the writes queued before it.
+                    node.queued.push_back(QueuedWrite {
+                        entries: rd.entries,
+                        hard_state: rd.hard_state,
+                        persisted_messages: rd.persisted_messages,
+                    });
+                }
+                self.serve_reads(id)?;
+                self.maybe_snapshot(id);
+                if self.nodes[&id].removed {
+                    self.nodes.get_mut(&id).unwrap().raw = None;
+                    return Ok(());
+                }
+                continue;
+            }
+            // A snapshot (or the in-place mode) is persisted before anything else goes on.
+            while !self.nodes[&id].queued.is_empty() {
+                self.complete_write(id);
+            }
             let node = self.nodes.get_mut(&id).unwrap();
             if let Some(s) = &rd.snapshot {
                 node.storage.apply_snapshot(s.clone());
@@ -376,8 +434,40 @@ impl Sim {
         }
     }
 
+    /// Pipelined mode: the oldest queued write of `id` becomes durable.
+    fn complete_write(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let Some(w) = node.queued.pop_front() else {
+            return;
+        };
+        node.storage.append(&w.entries);
+        if let Some(hs) = w.hard_state {
+            node.storage.set_hard_state(hs);
+        }
+        if let (Some(raw), Some(e)) = (node.raw.as_mut(), w.entries.last()) {
+            raw.on_persisted(e.index, e.term);
+            if self.trace {
+                eprintln!(
+                    "t={} n{id} PERSISTED ({}, {}) -> persisted {}",
+                    self.now,
+                    e.index,
+                    e.term,
+                    raw.raft().persisted()
+                );
+            }
+        }
+        self.send(w.persisted_messages);
+    }
+
     fn apply(&mut self, id: NodeId, e: &Entry) -> CheckResult {
         self.checker.observe_apply(id, e)?;
+        // The state machine may only hold what a restart can replay: the entry is durable here.
+        if self.nodes[&id].storage.term(e.index) != Ok(e.term) {
+            return Err(format!(
+                "VIOLATION apply before persist: node {id} applied ({}, {}) not in its storage",
+                e.index, e.term
+            ));
+        }
         if self.trace {
             eprintln!(
                 "t={} n{id} APPLY ({}, {}) {:?}",
@@ -485,6 +575,26 @@ impl Sim {
             self.start(id);
             self.stats.restarts += 1;
             self.process(id)?;
+        }
+        // Pipelined mode: queued writes complete, in order, at random steps.
+        if self.sw.pipelined {
+            let busy: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| !n.queued.is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in busy {
+                if self.rng.chance(self.sw.write_done_pct, 100) {
+                    // Group commit: one flush makes every write queued before it durable;
+                    // here a random prefix of the queue completes.
+                    let n = self.rng.range(1, self.nodes[&id].queued.len() as u64 + 1);
+                    for _ in 0..n {
+                        self.complete_write(id);
+                    }
+                    self.process(id)?;
+                }
+            }
         }
         // Deliveries, in (time, random) order: random delays reorder messages.
         if self.partition_until != 0 && self.now >= self.partition_until {
@@ -772,6 +882,21 @@ impl Sim {
             self.step()?;
             if self.liveness_acked && self.leader().is_some() {
                 return Ok(self.stats);
+            }
+        }
+        if self.trace {
+            for (id, n) in &self.nodes {
+                if let Some(r) = n.raw.as_ref().map(|r| r.raft()) {
+                    eprintln!(
+                        "n{id} {:?} persisted {} queued {} progress {:?}",
+                        r.role(),
+                        r.persisted(),
+                        n.queued.len(),
+                        (1..8)
+                            .filter_map(|p| r.progress(p).map(|x| (p, x.clone())))
+                            .collect::<Vec<_>>()
+                    );
+                }
             }
         }
         Err(format!(

@@ -163,6 +163,13 @@ pub async fn run(lc: LogCore) -> Result<(), NodeError> {
     let r = core.run().await;
     core.fail_all_reads(Refusal::Stopped);
     core.store.wal().close().await;
+    let w = core.store.wal().stats();
+    tracing::info!(
+        groups = w.groups,
+        records = w.records,
+        bytes = w.bytes,
+        "WAL writes since start"
+    );
     drop(tasks);
     r
 }
@@ -486,21 +493,16 @@ impl Core {
             .term
             .store(self.raw.raft().term(), Ordering::Release);
         self.send_all(now);
-        // Committed entries already in this member's WAL go to the apply side before this
-        // Ready's own write: they do not depend on it. Before, a batch committed by the previous
-        // write waited for the next batch's write too, one extra WAL write of latency under
-        // load. Entries not yet persisted here (a follower may learn of a commit with the
-        // entries themselves), a snapshot and membership changes keep the order below.
+        // The Raft core offers only committed entries already in this member's WAL (a commit
+        // learned before the local write, e.g. by a follower with the entries themselves,
+        // waits for a later Ready), so they go to the apply side before this Ready's own
+        // write: they do not depend on it. Before, a batch committed by the previous write
+        // waited for the next batch's write too, one extra WAL write of latency under load.
+        // A snapshot and membership changes keep the order below.
         let mut committed = std::mem::take(&mut rd.committed_entries);
-        let persisted = self.raw.raft().persisted();
         let early =
             if rd.snapshot.is_none() && committed.iter().all(|e| e.kind != EntryKind::ConfChange) {
-                let n = committed
-                    .iter()
-                    .take_while(|e| e.index <= persisted)
-                    .count();
-                let late = committed.split_off(n);
-                std::mem::replace(&mut committed, late)
+                std::mem::take(&mut committed)
             } else {
                 Vec::new()
             };
