@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use crate::hop;
 use keel_engine::lease::{LeaseError, Lessor};
 use keel_engine::mvcc::{AutoCompaction, AutoCompactor, Event, KvError, KvStore, KvWrite};
 use keel_engine::watch::{WatchHub, WatchOptions, WatchResponse, WatchSink};
@@ -102,7 +102,7 @@ enum ConfOp {
 /// A connection's watch stream: responses go to its client core, bounded by `credit`.
 pub struct ConnSink {
     conn: ConnId,
-    tx: Rc<ConnectedSender<ToClient>>,
+    tx: Rc<hop::Tx<ToClient>>,
     credit: Arc<AtomicUsize>,
     status: Arc<LogStatus>,
     ids: (u64, u64),
@@ -203,8 +203,8 @@ pub struct ApplyIo {
     pub log: ApplyHandle,
     /// To propose lease revokes, checkpoints and auto-compactions (leader only).
     pub proposer: ClientHandle,
-    pub to_clients: Vec<Rc<ConnectedSender<ToClient>>>,
-    pub from_clients: Vec<ConnectedReceiver<ToApply>>,
+    pub to_clients: Vec<Rc<hop::Tx<ToClient>>>,
+    pub from_clients: Vec<hop::Rx<ToApply>>,
 }
 
 fn lease_error(e: &LeaseError) -> p::ErrorResponse {
@@ -396,7 +396,7 @@ where
 struct Shared {
     log: ApplyHandle,
     proposer: ClientHandle,
-    to_clients: Vec<Rc<ConnectedSender<ToClient>>>,
+    to_clients: Vec<Rc<hop::Tx<ToClient>>>,
     /// Held shared around the apply core's own store writes, exclusively around a defrag (which
     /// holds the B+tree's writer for its whole copy on a blocking thread). A write would block
     /// this executor's thread on that lock — and with it any role sharing the executor, the log

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::hop;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
-use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use glommio::net::{TcpListener, TcpStream};
 use keel_engine::mvcc::{KvError, KvStore};
 use keel_engine::watch::WatchCreate;
@@ -50,8 +50,8 @@ pub struct ClientConfig {
 /// The client core's channels.
 pub struct ClientIo {
     pub log: ClientHandle,
-    pub to_apply: ConnectedSender<ToApply>,
-    pub from_apply: ConnectedReceiver<ToClient>,
+    pub to_apply: hop::Tx<ToApply>,
+    pub from_apply: hop::Rx<ToClient>,
 }
 
 /// A response frame waiting to be written, and whether it counts against watch credit.
@@ -103,7 +103,7 @@ struct PendingRead {
 struct Core {
     cfg: ClientConfig,
     log: ClientHandle,
-    to_apply: ConnectedSender<ToApply>,
+    to_apply: hop::Tx<ToApply>,
     next_seq: Cell<u64>,
     next_conn: Cell<u64>,
     conns: RefCell<HashMap<ConnId, Rc<Conn>>>,

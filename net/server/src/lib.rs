@@ -8,6 +8,7 @@ pub mod apply;
 pub mod client;
 pub mod config;
 pub mod convert;
+pub mod hop;
 pub mod members;
 pub mod msg;
 pub mod node;

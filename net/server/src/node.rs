@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use glommio::channels::shared_channel;
+use crate::hop;
 use glommio::{LocalExecutorBuilder, Placement};
 use keel_engine::lease::LessorConfig;
 use keel_engine::mvcc::{AutoCompaction, KvStore, StoreOptions};
@@ -244,10 +244,18 @@ impl Node {
             store: store.clone(),
             dir: dir.clone(),
         }));
-        let apply_port = b.apply_port();
-        let apply_proposer = b.client_port();
-        let ncores = cfg.cores.client.len();
-        let client_ports: Vec<_> = (0..ncores).map(|_| b.client_port()).collect();
+        // Roles on one core run on one executor (unless --executor-per-role): their hand-offs
+        // use local channels, which wake the receiving task directly (`hop`).
+        let shared = |a: usize, b: usize| a == b && !cfg.executor_per_role;
+        let (log_core, apply_core) = (cfg.cores.log, cfg.cores.apply);
+        let apply_port = b.apply_port_with(shared(log_core, apply_core));
+        let apply_proposer = b.client_port_with(shared(log_core, apply_core));
+        let client_ports: Vec<_> = cfg
+            .cores
+            .client
+            .iter()
+            .map(|&c| b.client_port_with(shared(log_core, c)))
+            .collect();
         let stop = b.stop_handle();
         let core = b.build();
 
@@ -255,11 +263,11 @@ impl Node {
         let mut to_apply_rx = Vec::new();
         let mut to_client_tx = Vec::new();
         let mut to_client_rx = Vec::new();
-        for _ in 0..ncores {
-            let (t, r) = shared_channel::new_bounded::<ToApply>(CORE_QUEUE);
+        for &c in &cfg.cores.client {
+            let (t, r) = hop::bounded::<ToApply>(CORE_QUEUE, shared(c, apply_core));
             to_apply_tx.push(t);
             to_apply_rx.push(r);
-            let (t, r) = shared_channel::new_bounded::<ToClient>(CORE_QUEUE);
+            let (t, r) = hop::bounded::<ToClient>(CORE_QUEUE, shared(c, apply_core));
             to_client_tx.push(t);
             to_client_rx.push(r);
         }

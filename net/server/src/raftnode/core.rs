@@ -18,7 +18,6 @@ use super::inbox::Inbox;
 use super::storage::LogStore;
 use super::transport::Transport;
 use super::{LogCore, LogEvent, NodeError, ReadAnswer, Refusal, Request, SnapshotSource};
-use glommio::channels::shared_channel::ConnectedSender;
 use glommio::timer::Timer;
 use keel_raft::consensus::{
     ConfChange, Config, Entry, EntryKind, MemStorage, Message, MessageKind, NodeId, RaftError,
@@ -58,7 +57,7 @@ struct Core {
     store: LogStore,
     transport: Transport,
     inbox: Inbox<Ev>,
-    apply: ConnectedSender<LogEvent>,
+    apply: crate::hop::Tx<LogEvent>,
     answers: Vec<Inbox<Vec<ReadAnswer>>>,
     status: Arc<super::LogStatus>,
     source: Option<Arc<dyn SnapshotSource>>,

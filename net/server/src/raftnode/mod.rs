@@ -24,7 +24,9 @@
 //! // on a client executor:  let c = client.connect().await;
 //! ```
 //!
-//! Every port is one end of a glommio `shared_channel` (SPSC, bounded, lock-free): connect each
+//! Every port is one end of a bounded SPSC channel ([`crate::hop`]: a glommio `shared_channel`
+//! across executors, a `local_channel` for a port taken with `apply_port_with(true)` /
+//! `client_port_with(true)`, which must connect on the log core's own executor): connect each
 //! port on exactly one executor, and give every client executor its own `ClientPort`. `run`
 //! waits for the apply side to connect; client ports may connect later (or never).
 //!
@@ -84,9 +86,7 @@ pub mod inbox;
 pub mod storage;
 pub mod transport;
 
-use glommio::channels::shared_channel::{
-    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
-};
+use crate::hop;
 use keel_raft::consensus::{ConfChange, ConfState, Entry, NodeId, Role};
 use keel_raft::wal::{WalError, WalOptions};
 use std::collections::BTreeMap;
@@ -351,7 +351,7 @@ impl StopHandle {
 
 /// The apply side's end, not yet bound to an executor. Send.
 pub struct ApplyPort {
-    rx: SharedReceiver<LogEvent>,
+    rx: hop::Receiver<LogEvent>,
     status: Arc<LogStatus>,
 }
 
@@ -367,7 +367,7 @@ impl ApplyPort {
 
 /// The apply side's end on its executor.
 pub struct ApplyHandle {
-    rx: ConnectedReceiver<LogEvent>,
+    rx: hop::Rx<LogEvent>,
     status: Arc<LogStatus>,
 }
 
@@ -389,8 +389,8 @@ impl ApplyHandle {
 
 /// A producer's end, not yet bound to an executor. Send.
 pub struct ClientPort {
-    tx: SharedSender<Request>,
-    answers: SharedReceiver<Vec<ReadAnswer>>,
+    tx: hop::Sender<Request>,
+    answers: hop::Receiver<Vec<ReadAnswer>>,
     status: Arc<LogStatus>,
 }
 
@@ -407,8 +407,8 @@ impl ClientPort {
 
 /// A producer's end on its executor.
 pub struct ClientHandle {
-    tx: ConnectedSender<Request>,
-    answers: ConnectedReceiver<Vec<ReadAnswer>>,
+    tx: hop::Tx<Request>,
+    answers: hop::Rx<Vec<ReadAnswer>>,
     status: Arc<LogStatus>,
 }
 
@@ -453,8 +453,8 @@ pub struct LogCoreBuilder {
     cfg: NodeConfig,
     applied: u64,
     source: Option<Arc<dyn SnapshotSource>>,
-    apply_tx: Option<SharedSender<LogEvent>>,
-    clients: Vec<(SharedReceiver<Request>, SharedSender<Vec<ReadAnswer>>)>,
+    apply_tx: Option<hop::Sender<LogEvent>>,
+    clients: Vec<(hop::Receiver<Request>, hop::Sender<Vec<ReadAnswer>>)>,
     status: Arc<LogStatus>,
     stop: StopHandle,
 }
@@ -475,20 +475,29 @@ impl LogCoreBuilder {
         self.source = Some(s);
         self
     }
-    /// The apply side's port (call exactly once).
+    /// The apply side's port (call exactly once), for an apply side on another executor.
     pub fn apply_port(&mut self) -> ApplyPort {
+        self.apply_port_with(false)
+    }
+    /// The apply side's port; `same_executor`: it will connect on the log core's executor.
+    pub fn apply_port_with(&mut self, same_executor: bool) -> ApplyPort {
         assert!(self.apply_tx.is_none(), "one apply port per log core");
-        let (tx, rx) = shared_channel::new_bounded(APPLY_QUEUE);
+        let (tx, rx) = hop::bounded(APPLY_QUEUE, same_executor);
         self.apply_tx = Some(tx);
         ApplyPort {
             rx,
             status: self.status.clone(),
         }
     }
-    /// A new producer's port (one per client core: each gets its own bounded channel, SPSC).
+    /// A new producer's port (one per client core: each gets its own bounded channel, SPSC),
+    /// for a producer on another executor.
     pub fn client_port(&mut self) -> ClientPort {
-        let (tx, rx) = shared_channel::new_bounded(self.cfg.client_queue.max(1));
-        let (atx, arx) = shared_channel::new_bounded(ANSWER_QUEUE);
+        self.client_port_with(false)
+    }
+    /// A new producer's port; `same_executor`: it will connect on the log core's executor.
+    pub fn client_port_with(&mut self, same_executor: bool) -> ClientPort {
+        let (tx, rx) = hop::bounded(self.cfg.client_queue.max(1), same_executor);
+        let (atx, arx) = hop::bounded(ANSWER_QUEUE, same_executor);
         self.clients.push((rx, atx));
         ClientPort {
             tx,
@@ -523,8 +532,8 @@ pub struct LogCore {
     cfg: NodeConfig,
     applied: u64,
     source: Option<Arc<dyn SnapshotSource>>,
-    apply_tx: SharedSender<LogEvent>,
-    clients: Vec<(SharedReceiver<Request>, SharedSender<Vec<ReadAnswer>>)>,
+    apply_tx: hop::Sender<LogEvent>,
+    clients: Vec<(hop::Receiver<Request>, hop::Sender<Vec<ReadAnswer>>)>,
     status: Arc<LogStatus>,
     stop: StopHandle,
 }
