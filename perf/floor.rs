@@ -10,6 +10,8 @@
 //!   (what keel's WAL does), over blocks that were written and synced before;
 //!   `dsync_mode` says `o_direct_dsync`, or `o_dsync` where the filesystem refuses O_DIRECT;
 //! - `fdatasync_write_p50_s`: one buffered 4 KiB `pwrite` + `fdatasync` on the same file;
+//! - `dsync3_write_p50_s`: the same O_DIRECT | O_DSYNC 4 KiB writes from three threads at once,
+//!   each on its own file (what three members on one machine do: their WALs share the disk);
 //! - p10 and p99 of each as well.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -116,6 +118,47 @@ fn writes(file: &File, n: usize, sync: bool) -> std::io::Result<Vec<f64>> {
     Ok(out)
 }
 
+/// `threads` writers at once, each on its own scratch file opened with `flags`,
+/// `n` writes each; all their samples together.
+fn concurrent_writes(
+    dir: &Path,
+    threads: usize,
+    n: usize,
+    flags: i32,
+) -> std::io::Result<Vec<f64>> {
+    let mut paths = Vec::new();
+    for t in 0..threads {
+        let path = dir.join(format!("floor-scratch-{t}"));
+        let mut f = File::create(&path)?;
+        f.write_all(&vec![0u8; BLOCK * BLOCKS])?;
+        f.sync_all()?;
+        paths.push(path);
+    }
+    let start = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = paths
+        .iter()
+        .map(|p| {
+            let (p, start) = (p.clone(), start.clone());
+            std::thread::spawn(move || -> std::io::Result<Vec<f64>> {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(flags)
+                    .open(&p)?;
+                start.wait();
+                writes(&f, n, false)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.extend(h.join().expect("writer thread panicked")?);
+    }
+    for p in &paths {
+        std::fs::remove_file(p)?;
+    }
+    Ok(out)
+}
+
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 2 {
@@ -134,18 +177,19 @@ fn main() -> std::io::Result<()> {
         f.write_all(&vec![0u8; BLOCK * BLOCKS])?;
         f.sync_all()?;
     }
-    let (dsync_mode, direct) = match OpenOptions::new()
+    let (dsync_mode, direct, flags) = match OpenOptions::new()
         .write(true)
         .custom_flags(O_DIRECT | O_DSYNC)
         .open(&path)
     {
-        Ok(f) => ("o_direct_dsync", f),
+        Ok(f) => ("o_direct_dsync", f, O_DIRECT | O_DSYNC),
         Err(_) => (
             "o_dsync",
             OpenOptions::new()
                 .write(true)
                 .custom_flags(O_DSYNC)
                 .open(&path)?,
+            O_DSYNC,
         ),
     };
     let dsync = quantiles(writes(&direct, n, false)?);
@@ -154,13 +198,26 @@ fn main() -> std::io::Result<()> {
     let fdatasync = quantiles(writes(&plain, n, true)?);
     drop(plain);
     std::fs::remove_file(&path)?;
+    let dsync3 = quantiles(concurrent_writes(dir, 3, n, flags)?);
     let rtt = quantiles(loopback(n)?);
     println!(
         "{{\"samples\":{n},\"loopback_rtt_p10_s\":{},\"loopback_rtt_p50_s\":{},\
          \"loopback_rtt_p99_s\":{},\"dsync_mode\":\"{dsync_mode}\",\"dsync_write_p10_s\":{},\
          \"dsync_write_p50_s\":{},\"dsync_write_p99_s\":{},\"fdatasync_write_p10_s\":{},\
-         \"fdatasync_write_p50_s\":{},\"fdatasync_write_p99_s\":{}}}",
-        rtt.0, rtt.1, rtt.2, dsync.0, dsync.1, dsync.2, fdatasync.0, fdatasync.1, fdatasync.2
+         \"fdatasync_write_p50_s\":{},\"fdatasync_write_p99_s\":{},\"dsync3_write_p10_s\":{},\
+         \"dsync3_write_p50_s\":{},\"dsync3_write_p99_s\":{}}}",
+        rtt.0,
+        rtt.1,
+        rtt.2,
+        dsync.0,
+        dsync.1,
+        dsync.2,
+        fdatasync.0,
+        fdatasync.1,
+        fdatasync.2,
+        dsync3.0,
+        dsync3.1,
+        dsync3.2
     );
     Ok(())
 }
