@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use keel_raft::consensus::{
     ConfChange, ConfChangeKind, ConfState, Config, Entry, EntryKind, HardState, MemStorage,
-    Message, NodeId, RawNode, Role, SplitMix64, Storage,
+    Message, NodeId, RawNode, Ready, Role, SplitMix64, Storage,
 };
 
 use crate::checker::{digest, CheckResult, Checker};
@@ -362,16 +362,8 @@ impl Sim {
                 return Ok(());
             }
             if self.sw.pipelined && rd.snapshot.is_none() {
-                for e in &rd.committed_entries {
-                    self.apply(id, e)?;
-                }
+                self.take_committed(id, &rd)?;
                 let node = self.nodes.get_mut(&id).unwrap();
-                for rs in &rd.read_states {
-                    let ctx = u64::from_le_bytes(rs.context[..8].try_into().unwrap());
-                    if let Some(r) = node.reads.get_mut(&ctx) {
-                        r.1.get_or_insert(rs.index);
-                    }
-                }
                 let Some(raw) = node.raw.as_mut() else {
                     return Ok(());
                 };
@@ -385,10 +377,7 @@ impl Sim {
                         persisted_messages: rd.persisted_messages,
                     });
                 }
-                self.serve_reads(id)?;
-                self.maybe_snapshot(id);
-                if self.nodes[&id].removed {
-                    self.nodes.get_mut(&id).unwrap().raw = None;
+                if !self.after_advance(id)? {
                     return Ok(());
                 }
                 continue;
@@ -410,28 +399,43 @@ impl Sim {
                 node.storage.set_hard_state(hs);
             }
             self.send(rd.persisted_messages.clone());
-            for e in &rd.committed_entries {
-                self.apply(id, e)?;
-            }
+            self.take_committed(id, &rd)?;
             let node = self.nodes.get_mut(&id).unwrap();
-            for rs in &rd.read_states {
-                let ctx = u64::from_le_bytes(rs.context[..8].try_into().unwrap());
-                if let Some(r) = node.reads.get_mut(&ctx) {
-                    r.1.get_or_insert(rs.index);
-                }
-            }
             let Some(raw) = node.raw.as_mut() else {
                 return Ok(());
             };
             raw.advance(&rd);
-            self.serve_reads(id)?;
-            self.maybe_snapshot(id);
-            if self.nodes[&id].removed {
-                // It applied its own removal: shut it down for good.
-                self.nodes.get_mut(&id).unwrap().raw = None;
+            if !self.after_advance(id)? {
                 return Ok(());
             }
         }
+    }
+
+    /// Applies `rd`'s committed entries and records its confirmed reads.
+    fn take_committed(&mut self, id: NodeId, rd: &Ready) -> CheckResult {
+        for e in &rd.committed_entries {
+            self.apply(id, e)?;
+        }
+        let node = self.nodes.get_mut(&id).unwrap();
+        for rs in &rd.read_states {
+            let ctx = u64::from_le_bytes(rs.context[..8].try_into().unwrap());
+            if let Some(r) = node.reads.get_mut(&ctx) {
+                r.1.get_or_insert(rs.index);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a Ready was advanced: serves reads and snapshots; a member that applied its own
+    /// removal is shut down for good. Returns whether the member still runs.
+    fn after_advance(&mut self, id: NodeId) -> Result<bool, String> {
+        self.serve_reads(id)?;
+        self.maybe_snapshot(id);
+        if self.nodes[&id].removed {
+            self.nodes.get_mut(&id).unwrap().raw = None;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Pipelined mode: the oldest queued write of `id` becomes durable.
