@@ -118,6 +118,14 @@ fn writes(file: &File, n: usize, sync: bool) -> std::io::Result<Vec<f64>> {
     Ok(out)
 }
 
+/// Creates a scratch file written and synced once, so the timed writes overwrite allocated
+/// blocks (as a WAL does in its preallocated segments).
+fn scratch(path: &Path) -> std::io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(&vec![0u8; BLOCK * BLOCKS])?;
+    f.sync_all()
+}
+
 /// `threads` writers at once, each on its own scratch file opened with `flags`,
 /// `n` writes each; all their samples together.
 fn concurrent_writes(
@@ -129,9 +137,7 @@ fn concurrent_writes(
     let mut paths = Vec::new();
     for t in 0..threads {
         let path = dir.join(format!("floor-scratch-{t}"));
-        let mut f = File::create(&path)?;
-        f.write_all(&vec![0u8; BLOCK * BLOCKS])?;
-        f.sync_all()?;
+        scratch(&path)?;
         paths.push(path);
     }
     let start = std::sync::Arc::new(std::sync::Barrier::new(threads));
@@ -170,13 +176,7 @@ fn main() -> std::io::Result<()> {
         .get(2)
         .map_or(1000, |s| s.parse().expect("samples: a number"));
     let path = dir.join("floor-scratch");
-    {
-        // The scratch file, written and synced once, so the timed writes overwrite
-        // allocated blocks (as a WAL does in its preallocated segments).
-        let mut f = File::create(&path)?;
-        f.write_all(&vec![0u8; BLOCK * BLOCKS])?;
-        f.sync_all()?;
-    }
+    scratch(&path)?;
     let (dsync_mode, direct, flags) = match OpenOptions::new()
         .write(true)
         .custom_flags(O_DIRECT | O_DSYNC)

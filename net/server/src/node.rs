@@ -246,15 +246,15 @@ impl Node {
         }));
         // Roles on one core run on one executor (unless --executor-per-role): their hand-offs
         // use local channels, which wake the receiving task directly (`hop`).
-        let shared = |a: usize, b: usize| a == b && !cfg.executor_per_role;
+        let same_executor = |a: usize, b: usize| a == b && !cfg.executor_per_role;
         let (log_core, apply_core) = (cfg.cores.log, cfg.cores.apply);
-        let apply_port = b.apply_port_with(shared(log_core, apply_core));
-        let apply_proposer = b.client_port_with(shared(log_core, apply_core));
+        let apply_port = b.apply_port_with(same_executor(log_core, apply_core));
+        let apply_proposer = b.client_port_with(same_executor(log_core, apply_core));
         let client_ports: Vec<_> = cfg
             .cores
             .client
             .iter()
-            .map(|&c| b.client_port_with(shared(log_core, c)))
+            .map(|&c| b.client_port_with(same_executor(log_core, c)))
             .collect();
         let stop = b.stop_handle();
         let core = b.build();
@@ -264,10 +264,10 @@ impl Node {
         let mut to_client_tx = Vec::new();
         let mut to_client_rx = Vec::new();
         for &c in &cfg.cores.client {
-            let (t, r) = hop::bounded::<ToApply>(CORE_QUEUE, shared(c, apply_core));
+            let (t, r) = hop::bounded::<ToApply>(CORE_QUEUE, same_executor(c, apply_core));
             to_apply_tx.push(t);
             to_apply_rx.push(r);
-            let (t, r) = hop::bounded::<ToClient>(CORE_QUEUE, shared(c, apply_core));
+            let (t, r) = hop::bounded::<ToClient>(CORE_QUEUE, same_executor(c, apply_core));
             to_client_tx.push(t);
             to_client_rx.push(r);
         }
