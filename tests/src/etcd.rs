@@ -5,8 +5,8 @@
 //! The binary is `$KEEL_ETCD_BIN`, else `etcd` on `PATH`, else `/usr/bin/etcd`. A missing binary
 //! is a test failure, never a silent skip: `scripts/test.sh` installs it.
 
+use crate::ports::free_port;
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,12 +48,6 @@ pub fn etcd_binary() -> PathBuf {
         "etcd not found (set KEEL_ETCD_BIN or install Debian's etcd-server: \
          apt-get install etcd-server; scripts/test.sh does this)"
     );
-}
-
-/// A port that was free a moment ago (the OS picks it; the listener is closed again).
-fn free_port() -> u16 {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a loopback port");
-    l.local_addr().expect("local addr").port()
 }
 
 impl Etcd {

@@ -35,13 +35,10 @@ pub fn blank_json(s: &str, field: &str, strings: bool) -> String {
     out
 }
 
-/// Free loopback ports (bound together, then released).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
+/// Free loopback ports below the ephemeral range (shared with `tests/src/ports.rs`).
+#[path = "../../../../tests/src/ports.rs"]
+mod ports;
+pub use ports::free_ports;
 
 /// Path of the `keel` server binary.
 pub fn keel_bin() -> PathBuf {
@@ -269,18 +266,28 @@ pub fn keelctl_bin() -> PathBuf {
 }
 
 /// Waits until a keel or etcd member at `endpoint` serves a linearizable read (a leader exists).
+/// On timeout the panic shows the end of the member's log (why it did not come up).
 pub fn wait_ready(ctl: &Path, endpoint: &str, p: &Proc) {
-    wait_for(
-        &format!("{} ready", p.name),
-        Duration::from_secs(30),
-        || {
-            let r = run_ctl(
-                ctl,
-                endpoint,
-                &["get", "--command-timeout=1s", "readiness-probe"],
-                "",
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = run_ctl(
+            ctl,
+            endpoint,
+            &["get", "--command-timeout=1s", "readiness-probe"],
+            "",
+        );
+        if r.code == 0 {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let log = p.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            panic!(
+                "timed out waiting for {} ready at {endpoint} (last probe: {:?}); its log ends:\n{tail}",
+                p.name, r.errors
             );
-            (r.code == 0).then_some(())
-        },
-    );
+        }
+        std::thread::park_timeout(Duration::from_millis(25));
+    }
 }

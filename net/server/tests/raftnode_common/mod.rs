@@ -70,12 +70,15 @@ where
         .expect("test executor")
 }
 
-/// Free loopback addresses (bound then released).
+#[path = "../../../../tests/src/ports.rs"]
+mod ports;
+
+/// Free loopback addresses below the ephemeral range (see `tests/src/ports.rs`).
 pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().expect("addr")).collect()
+    ports::free_ports(n)
+        .into_iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+        .collect()
 }
 
 /// The recording state machine: every applied normal entry `(index, data)`, in order.

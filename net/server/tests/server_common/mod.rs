@@ -12,13 +12,10 @@ use std::time::{Duration, Instant};
 
 use keel_proto as p;
 
-/// Free loopback ports (bound then released).
-pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
+/// Free loopback ports below the ephemeral range (shared with `tests/src/ports.rs`).
+#[path = "../../../../tests/src/ports.rs"]
+mod ports;
+pub use ports::free_ports;
 
 /// One `keel` process.
 pub struct Server {
