@@ -6,6 +6,13 @@
 
 use std::sync::Arc;
 
+/// jemalloc, as the server uses: with glibc's malloc its arenas' bookkeeping (`_int_malloc`,
+/// `_int_free`, `malloc_consolidate`, ...) was ~9% of the load generator's own CPU under put
+/// 10/100, CPU that the server and the generator share on a small machine. Both targets (keel
+/// and etcd) run with it.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Args, Parser, Subcommand};
 use keel_bench::etcd::Etcd;
 use keel_bench::report::{json_str, Report};
