@@ -17,6 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use wal_common::{entry, run, small};
 
 const CHILD_DIR: &str = "KEEL_WAL_CRASH_CHILD";
@@ -26,6 +27,10 @@ const SEGMENT: u64 = 128 << 10;
 const APPENDERS: usize = 8;
 /// A child that is never killed stops after this many appends.
 const CHILD_MAX_APPENDS: u64 = 3000;
+/// A child that prints nothing for this long is hung, not slow (a child's whole run takes well
+/// under a second here): it is killed and the test fails with its seed, instead of the test
+/// waiting forever on its pipe.
+const CHILD_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x << 13;
@@ -237,16 +242,39 @@ fn acknowledged_entries_survive_sigkill_at_random_moments() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // Lines come through a reader thread so that a hung child is noticed (CHILD_STALL).
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
         let start = oracle.acks;
         let mut killed = false;
-        while let Some(Ok(l)) = lines.next() {
+        loop {
+            let l = match rx.recv_timeout(CHILD_STALL) {
+                Ok(l) => l,
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    child.kill().ok();
+                    child.wait().ok();
+                    panic!(
+                        "seed {seed} iteration {it}: the child printed nothing for {CHILD_STALL:?} \
+                         (kill planned after {kill_after} acks, sent: {killed}): it hung and was killed"
+                    );
+                }
+            };
             oracle.line(&l);
             if !killed && oracle.acks - start >= kill_after {
                 child.kill().unwrap();
                 killed = true;
             }
         }
+        reader.join().unwrap();
         // Lines still in the pipe after the kill were acknowledged before it: they count too.
         let status = child.wait().unwrap();
         if !killed {
