@@ -4,10 +4,10 @@
 
 mod raftnode_common;
 
+use glommio::channels::shared_channel;
 use keel_raft::consensus::EntryKind;
 use keel_server::raftnode::{LogCore, LogEvent, Refusal};
 use raftnode_common::*;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,56 +35,95 @@ fn proposals_are_refused_while_the_apply_side_lags_and_accepted_after() {
     let log = executor("log", 512 << 10, move || async move { core.run().await });
 
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let report = Arc::new(AtomicBool::new(false));
-    let (s, r) = (seen.clone(), report.clone());
+    // apply → client: "an event was recorded in `seen`" (a full channel already holds a wake-up);
+    // client → apply: "catch up now".
+    let (event_tx, event_rx) = shared_channel::new_bounded::<()>(64);
+    let (catch_up_tx, catch_up_rx) = shared_channel::new_bounded::<()>(1);
+    let s = seen.clone();
     let apply_thread = executor("apply", 64 << 10, move || async move {
         let a = apply.connect().await;
+        let events = event_tx.connect().await;
+        let catch_up = catch_up_rx.connect().await;
+        // The state machine "applies" nothing (reports no progress) until told to catch up.
+        let mut reporting = false;
         loop {
-            let ev = futures_lite::future::or(async { Some(a.next().await) }, async {
-                glommio::timer::sleep(Duration::from_millis(5)).await;
-                None
-            })
-            .await;
+            let ev = if reporting {
+                a.next().await
+            } else {
+                match futures_lite::future::or(async { Some(a.next().await) }, async {
+                    catch_up.recv().await;
+                    None
+                })
+                .await
+                {
+                    Some(ev) => ev,
+                    None => {
+                        reporting = true;
+                        let applied = s.lock().unwrap().applied;
+                        a.report_applied(applied, applied);
+                        continue;
+                    }
+                }
+            };
+            let Some(ev) = ev else { return };
             let mut st = s.lock().unwrap();
             match ev {
-                Some(None) => return,
-                Some(Some(LogEvent::Committed(es))) => {
+                LogEvent::Committed(es) => {
                     st.applied = es.last().unwrap().index;
                     let normal = es.into_iter().filter(|e| e.kind == EntryKind::Normal);
                     st.normal
                         .extend(normal.filter(|e| !e.data.is_empty()).map(|e| e.data));
                 }
-                Some(Some(LogEvent::Dropped {
+                LogEvent::Dropped {
                     proposals, reason, ..
-                })) => st.refused.push((proposals, reason)),
-                Some(Some(other)) => panic!("unexpected {other:?}"),
-                None => {}
+                } => st.refused.push((proposals, reason)),
+                other => panic!("unexpected {other:?}"),
             }
-            // The state machine "applies" nothing until told to catch up.
-            if r.load(Ordering::Acquire) {
+            if reporting {
                 a.report_applied(st.applied, st.applied);
             }
+            drop(st);
+            let _ = events.try_send(());
         }
     });
 
     wait_for("the member to lead", LIMIT, || status.leader() == 1);
-    let (s, r, st2) = (seen.clone(), report.clone(), status.clone());
+    let (s, st2) = (seen.clone(), status.clone());
     let client_thread = executor("client", 64 << 10, move || async move {
         let c = client.connect().await;
-        // One proposal at a time, each waiting for its outcome (committed or refused).
-        let outcome = |k: u64| {
-            let st = s.lock().unwrap();
-            let d = format!("p{k}").into_bytes();
-            st.normal.contains(&d) || st.refused.iter().any(|(ps, _)| ps.contains(&d))
-        };
-        let mut k = 0;
+        let events = event_rx.connect().await;
+        let catch_up = catch_up_tx.connect().await;
         let deadline = Instant::now() + LIMIT;
+        // Waits for the apply side's next recorded event; panics with `what` at the deadline.
+        let next_event = |what: String| {
+            let events = &events;
+            async move {
+                let got =
+                    futures_lite::future::or(async { events.recv().await.is_some() }, async {
+                        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now()))
+                            .await;
+                        false
+                    })
+                    .await;
+                assert!(got, "{what}");
+            }
+        };
+        let committed = |d: &[u8]| s.lock().unwrap().normal.iter().any(|n| n == d);
+        let refusals = |d: &[u8]| {
+            let st = s.lock().unwrap();
+            st.refused
+                .iter()
+                .filter(|(ps, _)| ps.iter().any(|p| p == d))
+                .count()
+        };
+        // One proposal at a time, each waiting for its outcome (committed or refused).
+        let mut k = 0;
         while s.lock().unwrap().refused.is_empty() {
             assert!(Instant::now() < deadline, "never refused");
-            c.propose(format!("p{k}").into_bytes()).unwrap();
-            while !outcome(k) {
-                assert!(Instant::now() < deadline, "no outcome for p{k}");
-                glommio::timer::sleep(Duration::from_millis(1)).await;
+            let d = format!("p{k}").into_bytes();
+            c.propose(d.clone()).unwrap();
+            while !committed(&d) && refusals(&d) == 0 {
+                next_event(format!("no outcome for p{k}")).await;
             }
             k += 1;
         }
@@ -101,18 +140,25 @@ fn proposals_are_refused_while_the_apply_side_lags_and_accepted_after() {
             );
             assert!(!st.normal.is_empty());
         }
-        // The state machine catches up: proposals are accepted again.
-        r.store(true, Ordering::Release);
-        while st2.applied() == 0 {
-            assert!(Instant::now() < deadline, "the apply side never reported");
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
+        // The state machine catches up: proposals are accepted again. A proposal that races
+        // the log core's reading of the report may still be refused; it is proposed again.
+        catch_up.send(()).await.unwrap();
         let d = b"after".to_vec();
-        c.propose(d.clone()).unwrap();
-        while !s.lock().unwrap().normal.contains(&d) {
-            assert!(Instant::now() < deadline, "not committed after catching up");
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+        loop {
+            let before = refusals(&d);
+            c.propose(d.clone()).unwrap();
+            while !committed(&d) && refusals(&d) == before {
+                next_event("no outcome for the proposal after catching up".into()).await;
+            }
+            if committed(&d) {
+                break;
+            }
         }
+        // Accepted, so the log core has the apply side's report.
+        assert!(
+            st2.applied() > 0,
+            "accepted without the apply side's report"
+        );
     });
     client_thread.join().unwrap();
     stop.stop();
