@@ -211,13 +211,25 @@ pub fn etcd_single(dir: &Path) -> Proc {
 
 /// Polls `f` until it returns Some or `limit` passes (a bounded wait on an observable condition,
 /// e.g. a server answering).
-pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, limit, f, String::new)
+}
+
+/// [`wait_for`], whose timeout panic adds `context()` (e.g. the end of a server's log).
+pub fn wait_for_or<T>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(t) = f() {
             return t;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}{}", context());
+        }
         std::thread::park_timeout(Duration::from_millis(25));
     }
 }
@@ -266,28 +278,30 @@ pub fn keelctl_bin() -> PathBuf {
 }
 
 /// Waits until a keel or etcd member at `endpoint` serves a linearizable read (a leader exists).
-/// On timeout the panic shows the end of the member's log (why it did not come up).
+/// On timeout the panic shows the last probe's errors and the end of the member's log.
 pub fn wait_ready(ctl: &Path, endpoint: &str, p: &Proc) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = run_ctl(
-            ctl,
-            endpoint,
-            &["get", "--command-timeout=1s", "readiness-probe"],
-            "",
-        );
-        if r.code == 0 {
-            return;
-        }
-        if Instant::now() >= deadline {
+    let last_errors = std::cell::RefCell::new(Vec::new());
+    wait_for_or(
+        &format!("{} ready at {endpoint}", p.name),
+        Duration::from_secs(30),
+        || {
+            let r = run_ctl(
+                ctl,
+                endpoint,
+                &["get", "--command-timeout=1s", "readiness-probe"],
+                "",
+            );
+            *last_errors.borrow_mut() = r.errors;
+            (r.code == 0).then_some(())
+        },
+        || {
             let log = p.log();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-            panic!(
-                "timed out waiting for {} ready at {endpoint} (last probe: {:?}); its log ends:\n{tail}",
-                p.name, r.errors
-            );
-        }
-        std::thread::park_timeout(Duration::from_millis(25));
-    }
+            format!(
+                " (last probe: {:?}); its log ends:\n{tail}",
+                last_errors.borrow()
+            )
+        },
+    );
 }
