@@ -234,6 +234,26 @@ impl Wal {
         self.write(recs).await
     }
 
+    /// Queues `entries` and `hard_state` as [`Wal::append`] does, without waiting: returns
+    /// the append's ticket for [`Wal::durable`]. Queued appends are written in the order they
+    /// were queued (group commit may put several in one group); nothing is written until some
+    /// caller waits.
+    pub fn queue_append(
+        &self,
+        entries: Vec<WalEntry>,
+        hard_state: Option<HardState>,
+    ) -> Result<u64, WalError> {
+        let mut recs: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
+        recs.extend(hard_state.map(Record::HardState));
+        Ok(self.submit(recs)?.0)
+    }
+
+    /// Resolves once the append with `ticket`, and so every one queued before it, is durable
+    /// (writing queued groups while no other caller is).
+    pub async fn durable(&self, ticket: u64) -> Result<(), WalError> {
+        self.wait(ticket).await
+    }
+
     /// Makes `hs` durable.
     pub async fn save_hard_state(&self, hs: HardState) -> Result<u64, WalError> {
         self.write(vec![Record::HardState(hs)]).await

@@ -1,21 +1,28 @@
 //! The log core's loop: ticks, takes every queued input, steps the Raft core, and handles each
-//! Ready in the order the Ready contract requires (DESIGN.md §3):
+//! Ready in the order the Ready contract requires (DESIGN.md §3), with WAL writes pipelined:
 //!
 //! 1. send `messages` at once (a leader's Appends go out while its own WAL write runs, Raft
-//!    thesis §10.2.1), and hand the committed entries this member has already persisted to the
-//!    apply side (they do not wait for this Ready's write);
-//! 2. persist snapshot, entries and hard state in one awaited WAL write ([`LogStore::persist`]);
-//! 3. send `persisted_messages` (votes, Append answers: only after persistence, R1);
-//! 4. apply membership entries to the Raft core, answer confirmed reads, `advance`;
-//! 5. hand the remaining committed entries to the apply side, in order, through the bounded
-//!    apply channel (an entry is delivered only once it is in this member's WAL).
+//!    thesis §10.2.1);
+//! 2. queue entries and hard state to the WAL ([`LogStore::queue`]) and go on without waiting:
+//!    the next Ready (new proposals, the answers of followers) is taken while this write runs,
+//!    and group commit puts the writes queued meanwhile into the next group;
+//! 3. apply membership entries to the Raft core, answer confirmed reads, `advance_handed`, and
+//!    hand the committed entries to the apply side through the bounded apply channel — the Raft
+//!    core only offers entries already durable in this member's WAL;
+//! 4. when a write is durable (WAL writes complete in queue order; a waiter task per write
+//!    reports it through the inbox), its entries enter the Raft log storage, the Raft core
+//!    learns it (`on_persisted`: a leader counts itself only now) and that Ready's
+//!    `persisted_messages` go out (votes, Append answers: only after persistence, R1).
 //!
-//! Owns the [`RawNode`], the [`LogStore`], the [`Transport`] and the pending proposals and read
-//! rounds. Everything runs on one glommio executor; the only waits are the WAL, the apply
-//! channel (back-pressure) and the tick timer.
+//! A Ready with a snapshot waits for every queued write, then is persisted in place
+//! ([`LogStore::persist`]) and `advance`d.
+//!
+//! Owns the [`RawNode`], the [`LogStore`], the [`Transport`], the writes in flight and the
+//! pending proposals and read rounds. Everything runs on one glommio executor; the only waits
+//! are the apply channel (back-pressure), the tick timer and a snapshot Ready's writes.
 
 use super::inbox::Inbox;
-use super::storage::LogStore;
+use super::storage::{LogStore, Queued};
 use super::transport::Transport;
 use super::{LogCore, LogEvent, NodeError, ReadAnswer, Refusal, Request, SnapshotSource};
 use glommio::timer::Timer;
@@ -23,7 +30,7 @@ use keel_raft::consensus::{
     ConfChange, Config, Entry, EntryKind, MemStorage, Message, MessageKind, NodeId, RaftError,
     RawNode, ReadState, Ready, Snapshot, SnapshotMeta, NO_NODE,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +47,15 @@ pub enum Ev {
     SnapshotDone(NodeId, bool),
     /// The state machine's payload for an `InstallSnapshot` message is ready (or failed).
     SnapshotPrepared(Message, Result<(u64, Vec<u8>), String>),
+    /// The WAL append with this ticket, and every one queued before it, is durable (or the
+    /// WAL failed).
+    Durable(Result<u64, String>),
+}
+
+/// A Ready's write queued to the WAL and not yet durable, with what waits for it.
+struct InFlight {
+    queued: Queued,
+    persisted_messages: Vec<Message>,
 }
 
 /// Capacity of the loop's inbox, in events.
@@ -73,6 +89,12 @@ struct Core {
     ticks: u64,
     delivered: u64,
     snap_inflight: BTreeSet<NodeId>,
+    /// Readies whose write is queued and not yet durable, oldest first (writes complete in
+    /// this order). A Ready with nothing to write waits here too if its persisted messages
+    /// depend on an earlier write.
+    in_flight: VecDeque<InFlight>,
+    /// A WAL failure reported by a waiter task: fatal for the loop (D2).
+    wal_failed: Option<String>,
 }
 
 /// Runs a wired log core (see [`LogCore::run`]).
@@ -157,6 +179,8 @@ pub async fn run(lc: LogCore) -> Result<(), NodeError> {
         ticks: 0,
         delivered: opened.applied,
         snap_inflight: BTreeSet::new(),
+        in_flight: VecDeque::new(),
+        wal_failed: None,
     };
     core.status.commit.store(opened.applied, Ordering::Release);
     let r = core.run().await;
@@ -209,6 +233,9 @@ impl Core {
             }
             for ev in self.inbox.drain() {
                 self.handle(ev);
+            }
+            if let Some(e) = self.wal_failed.take() {
+                return Err(NodeError::Storage(format!("WAL: {e}")));
             }
             self.flush_inputs();
             for ev in std::mem::take(&mut self.refused) {
@@ -281,7 +308,66 @@ impl Core {
                 self.raw.report_snapshot(id, ok);
             }
             Ev::SnapshotPrepared(m, r) => self.finish_snapshot(m, r),
+            Ev::Durable(Ok(ticket)) => self.durable_through(ticket),
+            Ev::Durable(Err(e)) => self.wal_failed = Some(e),
         }
+    }
+
+    /// Every queued write up to `ticket` is durable: make their entries and hard state visible
+    /// to the Raft core, report them, and send what waited for them, oldest first.
+    fn durable_through(&mut self, ticket: u64) {
+        while let Some(f) = self.in_flight.front() {
+            if f.queued.ticket.is_some_and(|t| t > ticket) {
+                break;
+            }
+            let f = self.in_flight.pop_front().expect("front");
+            self.written(f);
+        }
+    }
+
+    fn written(&mut self, f: InFlight) {
+        let last = f.queued.last();
+        self.store.written(f.queued);
+        if let Some((index, term)) = last {
+            crate::stages::mark(crate::stages::Stage::WalDurable);
+            self.raw.on_persisted(index, term);
+        }
+        self.send_all(f.persisted_messages);
+    }
+
+    /// Queues a Ready's write (already handed to the WAL as `queued`) behind the writes in
+    /// flight; a waiter task reports its durability through the inbox.
+    fn track(&mut self, queued: Queued, persisted_messages: Vec<Message>) {
+        let f = InFlight {
+            queued,
+            persisted_messages,
+        };
+        match f.queued.ticket {
+            // Nothing of its own to write and nothing before it: its messages may go now.
+            None if self.in_flight.is_empty() => self.written(f),
+            None => self.in_flight.push_back(f),
+            Some(ticket) => {
+                let (wal, inbox) = (self.store.wal().clone(), self.inbox.clone());
+                glommio::spawn_local(async move {
+                    let r = wal.durable(ticket).await.map(|()| ticket);
+                    inbox.push_now(Ev::Durable(r.map_err(|e| e.to_string())));
+                })
+                .detach();
+                self.in_flight.push_back(f);
+            }
+        }
+    }
+
+    /// Waits until every write in flight is durable and reports them.
+    async fn drain_writes(&mut self) -> Result<(), NodeError> {
+        let last = self.in_flight.iter().rev().find_map(|f| f.queued.ticket);
+        if let Some(t) = last {
+            self.store.wal().durable(t).await?;
+        }
+        while let Some(f) = self.in_flight.pop_front() {
+            self.written(f);
+        }
+        Ok(())
     }
 
     fn refusal(&self, e: RaftError) -> Refusal {
@@ -478,7 +564,6 @@ impl Core {
 
     async fn handle_ready(&mut self) -> Result<(), NodeError> {
         let mut rd: Ready = self.raw.ready();
-        // `advance` reads only the snapshot, entries and committed entries: the messages move.
         let now = std::mem::take(&mut rd.messages);
         let after = std::mem::take(&mut rd.persisted_messages);
         if let Some(ss) = rd.soft_state {
@@ -492,40 +577,32 @@ impl Core {
             .term
             .store(self.raw.raft().term(), Ordering::Release);
         self.send_all(now);
-        // The Raft core offers only committed entries already in this member's WAL (a commit
-        // learned before the local write, e.g. by a follower with the entries themselves,
-        // waits for a later Ready), so they go to the apply side before this Ready's own
-        // write: they do not depend on it. Before, a batch committed by the previous write
-        // waited for the next batch's write too, one extra WAL write of latency under load.
-        // A snapshot and membership changes keep the order below.
-        let mut committed = std::mem::take(&mut rd.committed_entries);
-        let early =
-            if rd.snapshot.is_none() && committed.iter().all(|e| e.kind != EntryKind::ConfChange) {
-                std::mem::take(&mut committed)
-            } else {
-                Vec::new()
-            };
-        // `advance` needs only the last committed entry (it marks everything up to it handed
-        // to the application).
-        rd.committed_entries = committed
-            .last()
-            .or(early.last())
-            .cloned()
-            .into_iter()
-            .collect();
-        self.deliver_committed(early).await?;
-        // Durable before acknowledged: a leader counts its own entries only after `advance`,
-        // a follower answers only through `persisted_messages` (S5, R1).
-        let timed = !rd.entries.is_empty();
-        if timed {
+        if rd.snapshot.is_some() {
+            return self.handle_snapshot_ready(rd, after).await;
+        }
+        // Durable before acknowledged: a leader counts its own entries only once they are
+        // durable (`on_persisted`), a follower answers only through `persisted_messages`, sent
+        // when this write is durable (S5, R1).
+        if !rd.entries.is_empty() {
             crate::stages::mark(crate::stages::Stage::WalStart);
         }
-        let install = self.store.persist(&rd).await?;
-        if timed {
-            crate::stages::mark(crate::stages::Stage::WalDurable);
-        }
-        self.send_all(after);
-        for e in &committed {
+        let queued = self
+            .store
+            .queue(std::mem::take(&mut rd.entries), rd.hard_state, false)?;
+        let committed = std::mem::take(&mut rd.committed_entries);
+        self.conf_changes(&committed)?;
+        // `advance_handed` needs only the last committed entry (everything up to it is handed
+        // to the application).
+        rd.committed_entries = committed.last().cloned().into_iter().collect();
+        self.raw.advance_handed(&rd);
+        self.track(queued, after);
+        self.read_states(std::mem::take(&mut rd.read_states));
+        self.deliver_committed(committed).await
+    }
+
+    /// Applies the membership changes among `committed` to the Raft core.
+    fn conf_changes(&mut self, committed: &[Entry]) -> Result<(), NodeError> {
+        for e in committed {
             if e.kind == EntryKind::ConfChange {
                 // D1: log data is checked before use.
                 let cc = ConfChange::decode(&e.data).map_err(|err| {
@@ -535,6 +612,22 @@ impl Core {
                 self.store.record_conf(e.index, cs);
             }
         }
+        Ok(())
+    }
+
+    /// A Ready carrying a snapshot from the leader: every earlier write first, then the
+    /// snapshot, entries and hard state in place, then the install and the entries after it.
+    async fn handle_snapshot_ready(
+        &mut self,
+        mut rd: Ready,
+        after: Vec<Message>,
+    ) -> Result<(), NodeError> {
+        self.drain_writes().await?;
+        let install = self.store.persist(&rd).await?;
+        self.send_all(after);
+        let committed = std::mem::take(&mut rd.committed_entries);
+        self.conf_changes(&committed)?;
+        rd.committed_entries = committed.last().cloned().into_iter().collect();
         self.raw.advance(&rd);
         let Ready { read_states, .. } = rd;
         if let Some(ev) = install {

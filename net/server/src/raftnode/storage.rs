@@ -1,9 +1,11 @@
 //! The Raft log storage over the WAL (etcd's design): a [`MemStorage`] holds the entries since
 //! the last snapshot and is what the Raft core reads; the WAL is the durability point. Every
-//! Ready's snapshot, entries and hard state are written to the WAL (one `append`, awaited)
-//! *before* they enter the `MemStorage` — so the Raft core only ever sees its own entries as
-//! stable once durable (the leader counts itself toward a quorum only then, S5; a follower's
-//! Append answer is a `persisted_message`, sent after).
+//! Ready's entries and hard state are queued to the WAL ([`LogStore::queue`]) and enter the
+//! `MemStorage` only once that append is durable ([`LogStore::written`]) — so the Raft core only
+//! ever sees its own entries as stable once durable (the leader counts itself toward a quorum
+//! only then, S5; a follower's Append answer is a `persisted_message`, sent after). Appends are
+//! queued in Ready order and become durable in that order; a received snapshot is written
+//! in place ([`LogStore::persist`]).
 //!
 //! Owns `<data_dir>/wal/` (through [`Wal`]) and `<data_dir>/snap/`: per snapshot a
 //! `<index:016x>.meta` (index, term, membership, optional payload length and CRC32C; itself
@@ -260,8 +262,25 @@ pub struct LogStore {
     confs: Vec<(u64, ConfState)>,
     /// Bytes per WAL append: within the WAL's group and segment limits.
     max_append: usize,
-    /// A hard state whose only change was the commit index, not written yet (see `persist`).
+    /// A hard state whose only change was the commit index, not written yet (see `queue`).
     unsynced_hs: Option<HardState>,
+    /// The term and vote of the last hard state queued (written or not yet durable).
+    queued_term_vote: (u64, u64),
+}
+
+/// One Ready's append, queued to the WAL and not yet known durable.
+pub struct Queued {
+    /// The WAL ticket to wait for; `None` when the Ready had nothing to write.
+    pub ticket: Option<u64>,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+}
+
+impl Queued {
+    /// `(index, term)` of the last entry it carries.
+    pub fn last(&self) -> Option<(u64, u64)> {
+        self.entries.last().map(|e| (e.index, e.term))
+    }
 }
 
 /// Bytes per WAL append for `cfg`: a group must fit a segment (less its header block and
@@ -300,6 +319,7 @@ impl LogStore {
                     confs: vec![(0, ConfState::default())],
                     max_append: max_append(cfg),
                     unsynced_hs: None,
+                    queued_term_vote: (0, 0),
                 };
                 return Ok(Opened {
                     store,
@@ -310,6 +330,7 @@ impl LogStore {
             let voters: Vec<u64> = cfg.peers.keys().copied().collect();
             let boot = MemStorage::bootstrap(&voters);
             let last = boot.last_index().expect("mem storage");
+            let bhs = boot.hard_state();
             let entries = boot.entries(1, last + 1, u64::MAX).expect("mem storage");
             wal.append(
                 entries.iter().map(to_wal).collect(),
@@ -323,6 +344,7 @@ impl LogStore {
                 confs: vec![(0, ConfState::default())],
                 max_append: max_append(cfg),
                 unsynced_hs: None,
+                queued_term_vote: (bhs.term, bhs.vote),
             };
             return Ok(Opened {
                 store,
@@ -446,6 +468,7 @@ impl LogStore {
             confs,
             max_append: max_append(cfg),
             unsynced_hs: None,
+            queued_term_vote: (hs.term, hs.vote),
         };
         Ok(Opened {
             store,
@@ -486,53 +509,94 @@ impl LogStore {
     }
 
     /// Makes `rd`'s snapshot, entries and hard state durable, then visible to the Raft core
-    /// (the ordering that makes the Ready contract hold). Returns the install event for a
-    /// snapshot received from the leader.
+    /// (the ordering that makes the Ready contract hold), waiting for every append queued
+    /// before. Returns the install event for a snapshot received from the leader.
     pub async fn persist(&mut self, rd: &Ready) -> Result<Option<LogEvent>, NodeError> {
         let mut install = None;
         if let Some(s) = &rd.snapshot {
             install = Some(self.persist_received_snapshot(s).await?);
         }
-        if rd.entries.is_empty() && rd.snapshot.is_none() {
-            if let Some(hs) = rd.hard_state {
-                let old = self.mem.hard_state();
-                if (hs.term, hs.vote) == (old.term, old.vote) {
+        let q = self.queue(rd.entries.clone(), rd.hard_state, rd.snapshot.is_some())?;
+        if let Some(t) = q.ticket {
+            self.wal.durable(t).await?;
+        }
+        self.written(q);
+        Ok(install)
+    }
+
+    /// Queues a Ready's entries and hard state to the WAL behind every earlier append, without
+    /// waiting (a snapshot is [`LogStore::persist`]'s; `with_snapshot` says the Ready had one).
+    /// Once the returned ticket is durable, hand the [`Queued`] to [`LogStore::written`], in
+    /// queue order.
+    pub fn queue(
+        &mut self,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        with_snapshot: bool,
+    ) -> Result<Queued, NodeError> {
+        let mut q = Queued {
+            ticket: None,
+            entries: Vec::new(),
+            hard_state: None,
+        };
+        if entries.is_empty() && !with_snapshot {
+            if let Some(hs) = hard_state {
+                if (hs.term, hs.vote) == self.queued_term_vote {
                     // Only the commit index moved. It is volatile state (Raft paper, Figure
                     // 2): nothing waits for it to be durable, so it rides along with the next
                     // append instead of costing a WAL sync on every commit, and a restart
                     // recovers it from the state machine's applied index (see `open`).
                     self.mem.set_hard_state(hs);
                     self.unsynced_hs = Some(hs);
-                    return Ok(install);
+                    return Ok(q);
                 }
             }
         }
-        let hard_state = rd.hard_state.or(self.unsynced_hs);
-        if !rd.entries.is_empty() || hard_state.is_some() {
-            // Entries (a conflicting suffix is truncated by the WAL) + hard state, in as few
-            // appends as the WAL's size limits allow (one in the common case), the hard state
-            // with the last; every append is durable before the entries become visible.
-            let mut chunks = chunk(&rd.entries, self.max_append).peekable();
-            if chunks.peek().is_none() {
-                self.wal
-                    .append(Vec::new(), hard_state.map(to_wal_hs))
-                    .await?;
-            }
-            while let Some(c) = chunks.next() {
-                let hs = if chunks.peek().is_none() {
-                    hard_state.map(to_wal_hs)
-                } else {
-                    None
-                };
-                self.wal.append(c.iter().map(to_wal).collect(), hs).await?;
-            }
-            self.unsynced_hs = None;
-            self.mem.append(&rd.entries);
-            if let Some(hs) = rd.hard_state {
-                self.mem.set_hard_state(hs);
-            }
+        let ready_hs = hard_state;
+        let hard_state = hard_state.or(self.unsynced_hs);
+        if entries.is_empty() && hard_state.is_none() {
+            return Ok(q);
         }
-        Ok(install)
+        // Entries (a conflicting suffix is truncated by the WAL) + hard state, in as few
+        // appends as the WAL's size limits allow (one in the common case), the hard state with
+        // the last; they become visible to the Raft core only once durable (`written`).
+        let mut ticket = None;
+        let mut chunks = chunk(&entries, self.max_append).peekable();
+        if chunks.peek().is_none() {
+            ticket = Some(
+                self.wal
+                    .queue_append(Vec::new(), hard_state.map(to_wal_hs))?,
+            );
+        }
+        while let Some(c) = chunks.next() {
+            let hs = if chunks.peek().is_none() {
+                hard_state.map(to_wal_hs)
+            } else {
+                None
+            };
+            ticket = Some(self.wal.queue_append(c.iter().map(to_wal).collect(), hs)?);
+        }
+        drop(chunks);
+        self.unsynced_hs = None;
+        if let Some(hs) = hard_state {
+            self.queued_term_vote = (hs.term, hs.vote);
+        }
+        q.ticket = ticket;
+        q.entries = entries;
+        q.hard_state = ready_hs;
+        Ok(q)
+    }
+
+    /// `q`'s append is durable: its entries and hard state become visible to the Raft core's
+    /// storage. Called in queue order.
+    pub fn written(&mut self, q: Queued) {
+        self.mem.append(&q.entries);
+        if let Some(hs) = q.hard_state {
+            // A commit-only hard state queued later may already be in memory (`queue` sets it
+            // at once): the commit index never moves back.
+            let commit = hs.commit.max(self.mem.hard_state().commit);
+            self.mem.set_hard_state(HardState { commit, ..hs });
+        }
     }
 
     /// The largest entry payload the WAL accepts under this configuration: proposals above it
