@@ -229,9 +229,7 @@ impl Wal {
         entries: Vec<WalEntry>,
         hard_state: Option<HardState>,
     ) -> Result<u64, WalError> {
-        let mut recs: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
-        recs.extend(hard_state.map(Record::HardState));
-        self.write(recs).await
+        self.write(append_records(entries, hard_state)).await
     }
 
     /// Queues `entries` and `hard_state` as [`Wal::append`] does, without waiting: returns
@@ -243,9 +241,7 @@ impl Wal {
         entries: Vec<WalEntry>,
         hard_state: Option<HardState>,
     ) -> Result<u64, WalError> {
-        let mut recs: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
-        recs.extend(hard_state.map(Record::HardState));
-        Ok(self.submit(recs)?.0)
+        Ok(self.submit(append_records(entries, hard_state))?.0)
     }
 
     /// Resolves once the append with `ticket`, and so every one queued before it, is durable
@@ -596,6 +592,13 @@ impl Wal {
     pub fn is_failed(&self) -> bool {
         self.sh.borrow().failed.is_some()
     }
+}
+
+/// The records of one append: its entries, then its hard state.
+fn append_records(entries: Vec<WalEntry>, hard_state: Option<HardState>) -> Vec<Record> {
+    let mut recs: Vec<Record> = entries.into_iter().map(Record::Entry).collect();
+    recs.extend(hard_state.map(Record::HardState));
+    recs
 }
 
 fn encoded_len(r: &Record) -> usize {
