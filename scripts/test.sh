@@ -5,14 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # The differential tests start a real etcd 3.4 (Debian's etcd-server) and compare keelctl with
-# etcdctl (etcd-client); etcd-client's crate build needs protoc. Installed only where missing
-# (CI runs as root).
-if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null; then
+# etcdctl (etcd-client); etcd-client's crate build needs protoc; jemalloc's (keel, keel-bench)
+# needs make and a C compiler. Installed only where missing (CI runs as root).
+if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null || ! command -v protoc >/dev/null \
+    || ! command -v make >/dev/null || ! command -v cc >/dev/null; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update
-    $SUDO apt-get install -y etcd-server etcd-client protobuf-compiler
+    $SUDO apt-get install -y etcd-server etcd-client protobuf-compiler make gcc
 fi
 for component in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component" || true
