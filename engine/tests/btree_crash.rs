@@ -28,6 +28,7 @@ fn options() -> Options {
     Options {
         map_size: 1 << 30,
         grow_step: 64 << 10,
+        ..Default::default()
     }
 }
 

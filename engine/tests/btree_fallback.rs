@@ -19,6 +19,7 @@ fn fallback_to_an_older_meta_never_serves_pages_of_later_commits() {
     let opts = Options {
         map_size: 64 << 20,
         grow_step: 4096,
+        ..Default::default()
     };
     let mut model_n = BTreeMap::new();
     {

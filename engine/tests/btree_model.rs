@@ -101,6 +101,7 @@ fn open(path: &Path) -> Database {
         Options {
             map_size: 1 << 30,
             grow_step: 1 << 20,
+            ..Default::default()
         },
     )
     .unwrap()

@@ -117,6 +117,7 @@ fn opts() -> StoreOptions {
         btree: keel_engine::btree::Options {
             map_size: 1 << 30,
             grow_step: 1 << 20,
+            ..Default::default()
         },
         ..StoreOptions::default()
     }

@@ -12,6 +12,7 @@ fn open(dir: &tempfile::TempDir, name: &str, quota: u64) -> KvStore {
     let btree = Options {
         map_size: 1 << 30,
         grow_step: 64 << 10,
+        ..Default::default()
     };
     KvStore::open(
         dir.path().join(name),

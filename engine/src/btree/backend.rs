@@ -18,6 +18,12 @@ pub trait StorageBackend: Send + Sync + 'static {
     /// Makes every completed write durable (fdatasync).
     fn sync(&self) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Starts writing completed writes back to the device without waiting for them and without
+    /// making them durable (`sync` still does that). Lets visible commits trickle their pages to
+    /// the disk instead of leaving them all to the next durable commit's fdatasync.
+    fn start_writeback(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// The file readers map. Writes through `write` must be visible through a MAP_SHARED map of
     /// it (true for a regular file on Linux: one page cache).
     fn map_fd(&self) -> RawFd;
@@ -49,6 +55,18 @@ impl StorageBackend for FileBackend {
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
+    }
+    fn start_writeback(&self) -> io::Result<()> {
+        // SAFETY: sync_file_range takes a file descriptor and plain integers; the descriptor is
+        // open for as long as `self.file` lives, and offset 0 / nbytes 0 means "to the end".
+        let r = unsafe {
+            libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
     fn map_fd(&self) -> RawFd {
         self.file.as_raw_fd()

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use arc_swap::ArcSwap;
@@ -27,6 +27,11 @@ pub struct Options {
     pub map_size: u64,
     /// The file grows by at least this much at a time (and by half its size when larger).
     pub grow_step: u64,
+    /// After visible commits have written this many bytes of pages, the writer asks the kernel
+    /// to start writing them back (`StorageBackend::start_writeback`); 0: never (the next
+    /// durable commit's fdatasync writes them all). Without it every durable commit flushed
+    /// 100 ms of pages at once, and the WAL's writes queued behind that burst (tuning.md).
+    pub writeback_bytes: u64,
 }
 
 impl Default for Options {
@@ -34,6 +39,7 @@ impl Default for Options {
         Options {
             map_size: 64 << 30,
             grow_step: 16 << 20,
+            writeback_bytes: 1 << 20,
         }
     }
 }
@@ -109,6 +115,8 @@ pub(crate) struct Shared {
     pub durable: Mutex<DurableSlot>,
     /// Signalled when `durable.in_flight` goes false.
     pub durable_idle: Condvar,
+    /// Bytes of pages written since the last writeback request or durable commit.
+    pub unwritten_back: AtomicU64,
 }
 
 impl Shared {
@@ -326,6 +334,7 @@ pub(crate) fn open_shared(backend: Box<dyn StorageBackend>, options: Options) ->
         options,
         durable: Mutex::new(DurableSlot::default()),
         durable_idle: Condvar::new(),
+        unwritten_back: AtomicU64::new(0),
     };
     let (free, freelist_pages) = load_freelist(&shared, &meta)?;
     let state = WriterState {

@@ -166,6 +166,11 @@ impl StorageBackend for FaultBackend {
         }
         Ok(())
     }
+    /// Forwarded, never failed: it starts writeback but neither makes anything durable nor
+    /// changes what a crash leaves (only `sync` does), so the crash image ignores it.
+    fn start_writeback(&self) -> io::Result<()> {
+        self.inner.start_writeback()
+    }
     fn map_fd(&self) -> RawFd {
         self.inner.map_fd()
     }

@@ -76,6 +76,7 @@ pub fn options() -> Options {
     Options {
         map_size: 16 << 20,
         grow_step: 4096,
+        ..Default::default()
     }
 }
 
