@@ -27,9 +27,10 @@
 #   RESULTS [perf/results]  where the report goes
 #   READY_TIMEOUT [30] seconds to wait for a cluster to serve
 #   ETCD_ARGS, KEEL_ARGS [none]  extra flags for every etcd / keel member (e.g. KEEL_ARGS=--cores=…)
-#   KEEL_SPREAD [0]   1: keel member i gets --cores log=c,apply=c,client=c with c = i mod CPUs
-#                     (several members on one machine; `auto` pins every member to core 0 with
-#                     1-2 CPUs, while etcd's members use every CPU)
+#   KEEL_SPREAD [1]   1: keel member i gets --cores log=c,apply=c,client=c with c = i mod CPUs
+#                     (several members on one machine, as tuning.md tells an operator to place
+#                     them; `auto` would pin every member to the first CPU with 1-2 CPUs, while
+#                     etcd's members use every CPU); 0: every member on `auto`
 #   ETCD, ETCDCTL [etcd, etcdctl]; KEEL, KEEL_BENCH, KEELCTL [$CARGO_TARGET_DIR or target/release/…,
 #                     built with cargo when missing]
 # Smoke run: SIZES="single three" CASES="put range-l" ROUNDS=1 SECS=2 NAME=smoke-$(date -u +%F)
@@ -161,7 +162,7 @@ start_cluster() {
   for ((i = 0; i < n; i++)); do
     local cp=${pp[2 * i]} peer=http://127.0.0.1:${pp[2 * i + 1]}
     local -a own=()
-    if [[ $t == keel && ${KEEL_SPREAD:-0} == 1 ]]; then
+    if [[ $t == keel && ${KEEL_SPREAD:-1} == 1 ]]; then
       local c=$((i % $(nproc)))
       own=(--cores "log=$c,apply=$c,client=$c")
     fi
@@ -295,7 +296,7 @@ START_S=$SECONDS
   echo "watch_rate=$WATCH_RATE"
   echo "etcd_args=${ETCD_ARGS:-}"
   echo "keel_args=${KEEL_ARGS:-}"
-  echo "keel_spread=${KEEL_SPREAD:-0}"
+  echo "keel_spread=${KEEL_SPREAD:-1}"
 } >"$W/machine.env"
 log "workdir $W; measuring the floor (loopback round trip, durable 4 KiB write)"
 "$W/floor" "$W" >"$W/floor-before.json"

@@ -70,7 +70,10 @@ fn open(dir: &std::path::Path, writeback_bytes: u64) -> (Database, Arc<Counts>) 
         grow_step: 1 << 20,
         writeback_bytes,
     };
-    (Database::open_backend(Box::new(backend), opts).unwrap(), counts)
+    (
+        Database::open_backend(Box::new(backend), opts).unwrap(),
+        counts,
+    )
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -111,14 +114,21 @@ fn visible_commits_request_writeback_every_writeback_bytes() {
             kicks += 1;
             since = 0;
         }
-        assert_eq!(counts.kicks.load(Ordering::SeqCst), kicks, "after commit {b}");
+        assert_eq!(
+            counts.kicks.load(Ordering::SeqCst),
+            kicks,
+            "after commit {b}"
+        );
     }
     let written = last - base;
     assert!(
         written > 20 * every,
         "the commits wrote {written} bytes: too few to test pacing"
     );
-    assert!(kicks >= written / (2 * every), "{kicks} kicks for {written} bytes");
+    assert!(
+        kicks >= written / (2 * every),
+        "{kicks} kicks for {written} bytes"
+    );
     // A durable commit writes everything back itself: the count starts again after it.
     let w = db.begin_write().unwrap();
     w.commit_durable().unwrap();
@@ -164,5 +174,8 @@ fn a_failed_writeback_request_fails_the_commit_and_stops_the_writer() {
     // D2: the writer refuses further work until reopened; readers still see the last commit.
     assert!(db.begin_write().is_err());
     let r = db.begin_read();
-    assert_eq!(r.bucket(b"kv").unwrap().unwrap().get(&key(0)).unwrap(), None);
+    assert_eq!(
+        r.bucket(b"kv").unwrap().unwrap().get(&key(0)).unwrap(),
+        None
+    );
 }

@@ -183,29 +183,33 @@ pub struct CoreMap {
 }
 
 impl CoreMap {
-    /// The default for `n` available cores: everything on core 0 (one executor) with one or
-    /// two cores; otherwise log 0, apply 1, clients on the rest (at most 8 client executors).
-    /// With two cores one executor does more work per CPU-second than two (no cross-thread
-    /// hand-offs: tuning.md has the measurements) and leaves a core to the kernel and others.
-    pub fn auto(n: usize) -> CoreMap {
-        match n {
+    /// The default for the CPUs this process may run on (`cpus`, ascending: its affinity
+    /// mask, so `taskset -c 4-7 keel` puts keel on 4-7): everything on the first (one
+    /// executor) with one or two CPUs; otherwise log on the first, apply on the second, clients
+    /// on the rest (at most 8 client executors). With two cores one executor does more work per
+    /// CPU-second than two (no cross-thread hand-offs: tuning.md has the measurements) and
+    /// leaves a core to the kernel and others.
+    pub fn auto(cpus: &[usize]) -> CoreMap {
+        let first = cpus.first().copied().unwrap_or(0);
+        match cpus.len() {
             0..=2 => CoreMap {
-                log: 0,
-                apply: 0,
-                client: vec![0],
+                log: first,
+                apply: first,
+                client: vec![first],
             },
             n => CoreMap {
-                log: 0,
-                apply: 1,
-                client: (2..n.min(10)).collect(),
+                log: cpus[0],
+                apply: cpus[1],
+                client: cpus[2..n.min(10)].to_vec(),
             },
         }
     }
 
-    /// Parses `auto` or `log=A,apply=B,client=C-D|C`, with every core below `n`.
-    pub fn parse(s: &str, n: usize) -> Result<CoreMap, ConfigError> {
+    /// Parses `auto` or `log=A,apply=B,client=C-D|C`, every core one of `cpus` (the CPUs this
+    /// process may run on).
+    pub fn parse(s: &str, cpus: &[usize]) -> Result<CoreMap, ConfigError> {
         if s == "auto" {
-            return Ok(CoreMap::auto(n));
+            return Ok(CoreMap::auto(cpus));
         }
         let (mut log, mut apply, mut client) = (None, None, Vec::new());
         for part in s.split(',') {
@@ -214,8 +218,11 @@ impl CoreMap {
             };
             let list = parse_cores(cores)
                 .ok_or_else(|| ConfigError(format!("--cores: bad core list {cores:?}")))?;
-            if let Some(c) = list.iter().find(|&&c| c >= n) {
-                return err(format!("--cores: core {c} does not exist ({n} cores)"));
+            if let Some(c) = list.iter().find(|c| !cpus.contains(c)) {
+                return err(format!(
+                    "--cores: core {c} is not one this process may run on ({})",
+                    cpu_list(cpus)
+                ));
             }
             match role {
                 "log" if list.len() == 1 => log = Some(list[0]),
@@ -230,6 +237,48 @@ impl CoreMap {
             _ => err("--cores: log, apply and client must all be given"),
         }
     }
+}
+
+/// The CPUs this process may run on (its affinity mask: `taskset`, cpusets), ascending; all
+/// of `available_parallelism` if the mask cannot be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data for which all-zero is a valid (empty) set;
+    // sched_getaffinity writes at most `size_of::<cpu_set_t>()` bytes into it, and CPU_ISSET
+    // reads it with an index below CPU_SETSIZE.
+    let cpus = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        } else {
+            Vec::new()
+        }
+    };
+    if cpus.is_empty() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return (0..n).collect();
+    }
+    cpus
+}
+
+/// `0-3;6` for an error message.
+fn cpu_list(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    format!("allowed: {}", out.join(";"))
 }
 
 /// `3`, `2-7` or `1;4` style lists (`;` because `,` separates roles).
@@ -424,8 +473,9 @@ fn parse_retention(mode: &str, r: &str) -> Result<AutoCompactionSetting, ConfigE
 }
 
 impl Config {
-    /// Validates flags into a configuration, for a machine with `ncores` cores.
-    pub fn from_flags(f: &Flags, ncores: usize) -> Result<Config, ConfigError> {
+    /// Validates flags into a configuration, for a process that may run on `cpus`
+    /// ([`allowed_cpus`]).
+    pub fn from_flags(f: &Flags, cpus: &[usize]) -> Result<Config, ConfigError> {
         let client_urls = urls(&f.listen_client_urls);
         if client_urls.is_empty() {
             return err("--listen-client-urls: no URL given");
@@ -550,7 +600,7 @@ impl Config {
             )?,
             max_request_bytes: f.max_request_bytes,
             max_txn_ops: f.max_txn_ops,
-            cores: CoreMap::parse(&f.cores, ncores)?,
+            cores: CoreMap::parse(&f.cores, cpus)?,
             spin_before_park: (f.spin_before_park_us > 0)
                 .then(|| Duration::from_micros(f.spin_before_park_us)),
             executor_per_role: f.executor_per_role,
@@ -571,7 +621,7 @@ mod tests {
 
     #[test]
     fn defaults_are_a_single_member_named_default() {
-        let c = Config::from_flags(&flags(&[]), 2).unwrap();
+        let c = Config::from_flags(&flags(&[]), &[0, 1]).unwrap();
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir, PathBuf::from("default.keel"));
         assert_eq!(
@@ -616,7 +666,7 @@ mod tests {
                         "--initial-advertise-peer-urls",
                         &url,
                     ]),
-                    4,
+                    &[0, 1, 2, 3],
                 )
                 .unwrap()
             })
@@ -632,7 +682,11 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused_with_the_flag_named() {
-        let e = |args: &[&str]| Config::from_flags(&flags(args), 4).unwrap_err().0;
+        let e = |args: &[&str]| {
+            Config::from_flags(&flags(args), &[0, 1, 2, 3])
+                .unwrap_err()
+                .0
+        };
         assert!(e(&["--initial-cluster", "x=http://127.0.0.1:1"]).contains("--name"));
         assert!(e(&["--election-timeout", "200"]).contains("--election-timeout"));
         assert!(e(&["--initial-cluster-state", "old"]).contains("--initial-cluster-state"));
@@ -647,25 +701,78 @@ mod tests {
     }
 
     #[test]
+    fn allowed_cpus_is_the_affinity_mask() {
+        // /proc/self/status names the same mask as a list, e.g. "0-1" or "4-7,9".
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        let mut want = Vec::new();
+        for part in list.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => want.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+                None => want.push(part.parse::<usize>().unwrap()),
+            }
+        }
+        assert_eq!(allowed_cpus(), want);
+    }
+
+    #[test]
     fn core_maps_and_retention_parse() {
+        let all: Vec<usize> = (0..8).collect();
         assert_eq!(
-            CoreMap::parse("log=0,apply=1,client=2-4;7", 8).unwrap(),
+            CoreMap::parse("log=0,apply=1,client=2-4;7", &all).unwrap(),
             CoreMap {
                 log: 0,
                 apply: 1,
                 client: vec![2, 3, 4, 7]
             }
         );
-        assert_eq!(CoreMap::auto(1).client, vec![0]);
+        assert_eq!(CoreMap::auto(&[0]).client, vec![0]);
         assert_eq!(
-            CoreMap::auto(2),
+            CoreMap::auto(&[0, 1]),
             CoreMap {
                 log: 0,
                 apply: 0,
                 client: vec![0]
             }
         );
-        assert_eq!(CoreMap::auto(16).client.len(), 8);
+        let sixteen: Vec<usize> = (0..16).collect();
+        assert_eq!(CoreMap::auto(&sixteen).client, (2..10).collect::<Vec<_>>());
+        // A process confined to some CPUs (taskset, cpusets) stays on them.
+        assert_eq!(
+            CoreMap::auto(&[4, 5, 6, 7]),
+            CoreMap {
+                log: 4,
+                apply: 5,
+                client: vec![6, 7]
+            }
+        );
+        assert_eq!(
+            CoreMap::parse("auto", &[3, 5]).unwrap(),
+            CoreMap {
+                log: 3,
+                apply: 3,
+                client: vec![3]
+            }
+        );
+        assert_eq!(
+            CoreMap::parse("log=4,apply=5,client=6-7", &[4, 5, 6, 7]).unwrap(),
+            CoreMap {
+                log: 4,
+                apply: 5,
+                client: vec![6, 7]
+            }
+        );
+        let e = CoreMap::parse("log=0,apply=5,client=6", &[4, 5, 6, 8, 9])
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("core 0") && e.contains("allowed: 4-6;8-9"),
+            "{e}"
+        );
         assert_eq!(
             parse_retention("periodic", "30m").unwrap(),
             AutoCompactionSetting::Periodic(Duration::from_secs(1800))

@@ -26,8 +26,8 @@ fn main() {
         .init();
     // glommio reports through the `log` crate (a failed buffer registration, for one).
     let _ = tracing_log::LogTracer::init();
-    let ncores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cfg = match Config::from_flags(&flags, ncores) {
+    let cpus = keel_server::config::allowed_cpus();
+    let cfg = match Config::from_flags(&flags, &cpus) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("keel: {e}");

@@ -141,8 +141,7 @@ fn spawn(
     group: Vec<Role>,
     spin: Option<std::time::Duration>,
 ) -> Result<(String, std::thread::JoinHandle<Result<(), String>>), String> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let placement = if core < cores {
+    let placement = if crate::config::allowed_cpus().contains(&core) {
         Placement::Fixed(core)
     } else {
         Placement::Unbound
