@@ -52,6 +52,7 @@ impl StorageBackend for Counting {
     }
 }
 
+/// A database on a counting file backend with bucket `kv`, created by a durable commit.
 fn open(dir: &std::path::Path, writeback_bytes: u64) -> (Database, Arc<Counts>) {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -70,10 +71,11 @@ fn open(dir: &std::path::Path, writeback_bytes: u64) -> (Database, Arc<Counts>) 
         grow_step: 1 << 20,
         writeback_bytes,
     };
-    (
-        Database::open_backend(Box::new(backend), opts).unwrap(),
-        counts,
-    )
+    let db = Database::open_backend(Box::new(backend), opts).unwrap();
+    let mut w = db.begin_write().unwrap();
+    w.create_bucket(b"kv").unwrap();
+    w.commit_durable().unwrap();
+    (db, counts)
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -94,9 +96,6 @@ fn visible_commits_request_writeback_every_writeback_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let every = 64 << 10;
     let (db, counts) = open(dir.path(), every);
-    let mut w = db.begin_write().unwrap();
-    w.create_bucket(b"kv").unwrap();
-    w.commit_durable().unwrap();
     let base = counts.written.load(Ordering::SeqCst);
     assert_eq!(counts.kicks.load(Ordering::SeqCst), 0);
     // Checked after every commit: a commit kicks iff the bytes since the last kick (or durable
@@ -147,9 +146,6 @@ fn visible_commits_request_writeback_every_writeback_bytes() {
 fn writeback_bytes_zero_never_requests_writeback() {
     let dir = tempfile::tempdir().unwrap();
     let (db, counts) = open(dir.path(), 0);
-    let mut w = db.begin_write().unwrap();
-    w.create_bucket(b"kv").unwrap();
-    w.commit_durable().unwrap();
     for b in 0..200 {
         commit(&db, b);
     }
@@ -161,9 +157,6 @@ fn writeback_bytes_zero_never_requests_writeback() {
 fn a_failed_writeback_request_fails_the_commit_and_stops_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let (db, counts) = open(dir.path(), 4096);
-    let mut w = db.begin_write().unwrap();
-    w.create_bucket(b"kv").unwrap();
-    w.commit_durable().unwrap();
     counts.fail_kick.store(true, Ordering::SeqCst);
     let mut w = db.begin_write().unwrap();
     for i in 0..100 {
