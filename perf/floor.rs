@@ -12,6 +12,10 @@
 //! - `fdatasync_write_p50_s`: one buffered 4 KiB `pwrite` + `fdatasync` on the same file;
 //! - `dsync3_write_p50_s`: the same O_DIRECT | O_DSYNC 4 KiB writes from three threads at once,
 //!   each on its own file (what three members on one machine do: their WALs share the disk);
+//! - `dsync_idle_write_p50_s`: the same write, one at a time after 1 ms with no I/O (at most 300
+//!   samples). A 1 conn / 1 client put's WAL write comes after the rest of the put's cycle, not
+//!   right after the previous write, and on the 2-vCPU development VM such a write took ~1.4x a
+//!   back-to-back one (tuning.md, "WAL durability");
 //! - p10 and p99 of each as well.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
@@ -118,6 +122,22 @@ fn writes(file: &File, n: usize, sync: bool) -> std::io::Result<Vec<f64>> {
     Ok(out)
 }
 
+/// Like [`writes`] without sync, sleeping `idle` before each write, so every write finds the
+/// disk idle.
+fn idle_writes(file: &File, n: usize, idle: std::time::Duration) -> std::io::Result<Vec<f64>> {
+    let mut buf = Aligned::new(BLOCK);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        buf.bytes()[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let off = ((i % BLOCKS) * BLOCK) as u64;
+        std::thread::sleep(idle);
+        let t = Instant::now();
+        file.write_all_at(buf.bytes(), off)?;
+        out.push(t.elapsed().as_secs_f64());
+    }
+    Ok(out)
+}
+
 /// Creates a scratch file written and synced once, so the timed writes overwrite allocated
 /// blocks (as a WAL does in its preallocated segments).
 fn scratch(path: &Path) -> std::io::Result<()> {
@@ -193,6 +213,11 @@ fn main() -> std::io::Result<()> {
         ),
     };
     let dsync = quantiles(writes(&direct, n, false)?);
+    let idle = quantiles(idle_writes(
+        &direct,
+        n.min(300),
+        std::time::Duration::from_millis(1),
+    )?);
     drop(direct);
     let plain = OpenOptions::new().write(true).open(&path)?;
     let fdatasync = quantiles(writes(&plain, n, true)?);
@@ -205,7 +230,8 @@ fn main() -> std::io::Result<()> {
          \"loopback_rtt_p99_s\":{},\"dsync_mode\":\"{dsync_mode}\",\"dsync_write_p10_s\":{},\
          \"dsync_write_p50_s\":{},\"dsync_write_p99_s\":{},\"fdatasync_write_p10_s\":{},\
          \"fdatasync_write_p50_s\":{},\"fdatasync_write_p99_s\":{},\"dsync3_write_p10_s\":{},\
-         \"dsync3_write_p50_s\":{},\"dsync3_write_p99_s\":{}}}",
+         \"dsync3_write_p50_s\":{},\"dsync3_write_p99_s\":{},\"dsync_idle_write_p10_s\":{},\
+         \"dsync_idle_write_p50_s\":{},\"dsync_idle_write_p99_s\":{}}}",
         rtt.0,
         rtt.1,
         rtt.2,
@@ -217,7 +243,10 @@ fn main() -> std::io::Result<()> {
         fdatasync.2,
         dsync3.0,
         dsync3.1,
-        dsync3.2
+        dsync3.2,
+        idle.0,
+        idle.1,
+        idle.2
     );
     Ok(())
 }
