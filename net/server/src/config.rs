@@ -23,6 +23,11 @@ pub struct Flags {
     /// Path to the data directory (default: `<name>.keel`).
     #[arg(long = "data-dir", env = "KEEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Path to a dedicated WAL directory, e.g. on its own device (default:
+    /// `<data-dir>/member/wal`). Give the same one at every start: the member keeps its Raft
+    /// log there.
+    #[arg(long = "wal-dir", env = "KEEL_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
     /// Comma-separated URLs to listen on for client traffic (keel's binary protocol).
     #[arg(
         long = "listen-client-urls",
@@ -321,6 +326,8 @@ pub struct InitialMember {
 pub struct Config {
     pub name: String,
     pub data_dir: PathBuf,
+    /// `--wal-dir`; `None`: `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
     pub client_addrs: Vec<SocketAddr>,
     pub advertise_client_urls: Vec<String>,
     pub peer_listen: SocketAddr,
@@ -568,6 +575,7 @@ impl Config {
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("{}.keel", f.name))),
+            wal_dir: f.wal_dir.clone(),
             advertise_client_urls: f
                 .advertise_client_urls
                 .as_deref()
@@ -624,6 +632,9 @@ mod tests {
         let c = Config::from_flags(&flags(&[]), &[0, 1]).unwrap();
         assert_eq!(c.name, "default");
         assert_eq!(c.data_dir, PathBuf::from("default.keel"));
+        assert_eq!(c.wal_dir, None);
+        let w = Config::from_flags(&flags(&["--wal-dir", "/fast/wal"]), &[0, 1]).unwrap();
+        assert_eq!(w.wal_dir, Some(PathBuf::from("/fast/wal")));
         assert_eq!(
             c.client_addrs,
             vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]

@@ -14,6 +14,12 @@
 //! executor with `connect`. A co-located pair's local channel is created by whichever end
 //! connects first and found by the other through a per-thread registry, so both ends must
 //! connect on the same executor (the wiring knows: roles on one core share its executor).
+//!
+//! An end dropped without connecting (a role that failed before wiring its channels, e.g. a log
+//! core refusing its WAL) closes the channel for the other end, as a dropped connected end
+//! does: the other end's half waiting in the registry is dropped with it, or, if the other end
+//! has not connected yet, it finds the channel already closed when it does. Without that the
+//! other role waited forever and the process neither served nor exited.
 
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{
@@ -23,7 +29,8 @@ use glommio::GlommioError;
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// A new channel of capacity `cap`; `same_executor` says whether both ends will connect on one
 /// executor.
@@ -31,19 +38,42 @@ pub fn bounded<T: Send + 'static>(cap: usize, same_executor: bool) -> (Sender<T>
     if same_executor {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let gone = Arc::new(AtomicBool::new(false));
         (
-            Sender(Unbound::Local { id, cap }),
-            Receiver(Unbound::Local { id, cap }),
+            Sender(Some(Unbound::Local {
+                id,
+                cap,
+                gone: gone.clone(),
+            })),
+            Receiver(Some(Unbound::Local { id, cap, gone })),
         )
     } else {
         let (tx, rx) = shared_channel::new_bounded(cap);
-        (Sender(Unbound::Shared(tx)), Receiver(Unbound::Shared(rx)))
+        (
+            Sender(Some(Unbound::Shared(tx))),
+            Receiver(Some(Unbound::Shared(rx))),
+        )
     }
 }
 
 enum Unbound<S> {
     Shared(S),
-    Local { id: u64, cap: usize },
+    /// `gone`: one end was dropped without connecting.
+    Local {
+        id: u64,
+        cap: usize,
+        gone: Arc<AtomicBool>,
+    },
+}
+
+/// Drop of an unconnected end: closes the channel for the other end (module docs).
+fn drop_unbound<S>(u: Option<Unbound<S>>) {
+    if let Some(Unbound::Local { id, gone, .. }) = u {
+        gone.store(true, Ordering::Release);
+        // The other end's half, if it connected on this thread: dropping it closes its channel.
+        let half = WAITING.with(|w| w.borrow_mut().remove(&id));
+        drop(half);
+    }
 }
 
 thread_local! {
@@ -53,48 +83,73 @@ thread_local! {
 }
 
 /// Takes this thread's waiting half of channel `id`, or creates the channel and leaves the
-/// other half waiting.
+/// other half waiting (or drops it at once when the other end is `gone`: the channel is then
+/// closed from the start).
 fn local_half<T: 'static, Mine: 'static, Theirs: 'static>(
     id: u64,
     cap: usize,
+    gone: &AtomicBool,
     split: impl FnOnce((LocalSender<T>, LocalReceiver<T>)) -> (Mine, Theirs),
 ) -> Mine {
-    WAITING.with(|w| {
+    let (mine, theirs) = WAITING.with(|w| {
         let mut w = w.borrow_mut();
         if let Some(half) = w.remove(&id) {
-            return *half
+            let mine = *half
                 .downcast::<Mine>()
                 .expect("a channel's two ends have the two half types");
+            return (mine, None);
         }
         let (mine, theirs) = split(local_channel::new_bounded(cap));
+        if gone.load(Ordering::Acquire) {
+            return (mine, Some(theirs));
+        }
         w.insert(id, Box::new(theirs));
-        mine
-    })
+        (mine, None)
+    });
+    // Outside the registry borrow: the other end is gone, so its half goes too.
+    drop(theirs);
+    mine
 }
 
-/// The sending end, not yet bound to an executor. Send.
-pub struct Sender<T: Send>(Unbound<SharedSender<T>>);
+/// The sending end, not yet bound to an executor. Send. (`None` once connected.)
+pub struct Sender<T: Send>(Option<Unbound<SharedSender<T>>>);
 
-/// The receiving end, not yet bound to an executor. Send.
-pub struct Receiver<T: Send>(Unbound<SharedReceiver<T>>);
+/// The receiving end, not yet bound to an executor. Send. (`None` once connected.)
+pub struct Receiver<T: Send>(Option<Unbound<SharedReceiver<T>>>);
 
 impl<T: Send + 'static> Sender<T> {
     /// Binds this end to the calling executor (waits for the other end of a shared channel).
-    pub async fn connect(self) -> Tx<T> {
-        match self.0 {
+    pub async fn connect(mut self) -> Tx<T> {
+        match self.0.take().expect("an end connects once") {
             Unbound::Shared(s) => Tx::Shared(s.connect().await),
-            Unbound::Local { id, cap } => Tx::Local(local_half(id, cap, |(s, r)| (s, r))),
+            Unbound::Local { id, cap, gone } => {
+                Tx::Local(local_half(id, cap, &gone, |(s, r)| (s, r)))
+            }
         }
     }
 }
 
 impl<T: Send + 'static> Receiver<T> {
     /// Binds this end to the calling executor (waits for the other end of a shared channel).
-    pub async fn connect(self) -> Rx<T> {
-        match self.0 {
+    pub async fn connect(mut self) -> Rx<T> {
+        match self.0.take().expect("an end connects once") {
             Unbound::Shared(r) => Rx::Shared(r.connect().await),
-            Unbound::Local { id, cap } => Rx::Local(local_half(id, cap, |(s, r)| (r, s))),
+            Unbound::Local { id, cap, gone } => {
+                Rx::Local(local_half(id, cap, &gone, |(s, r)| (r, s)))
+            }
         }
+    }
+}
+
+impl<T: Send> Drop for Sender<T> {
+    fn drop(&mut self) {
+        drop_unbound(self.0.take());
+    }
+}
+
+impl<T: Send> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        drop_unbound(self.0.take());
     }
 }
 
@@ -204,6 +259,43 @@ mod tests {
             }
             drop(tx);
             assert_eq!(consumer.await, (0..10).collect::<Vec<_>>());
+        });
+    }
+
+    /// `f`'s output, or a test failure if it has not finished in 10 s (the bug this guards
+    /// against is a wait that never ends).
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        glommio::timer::timeout(std::time::Duration::from_secs(10), async { Ok(f.await) })
+            .await
+            .expect("still waiting after 10 s")
+    }
+
+    /// A role that fails before connecting its end (dropping it) must not leave the other
+    /// role waiting forever: whichever end is dropped unconnected, before or after the other
+    /// connected, the connected end sees a closed channel.
+    #[test]
+    fn an_end_dropped_without_connecting_closes_the_channel() {
+        on_executor(|| async {
+            // The receiver connected first; the sender is then dropped unconnected.
+            let (tx, rx) = bounded::<u32>(2, true);
+            let rx = rx.connect().await;
+            drop(tx);
+            assert_eq!(within(rx.recv()).await, None);
+            // The sender is dropped before the receiver connects.
+            let (tx, rx) = bounded::<u32>(2, true);
+            drop(tx);
+            assert_eq!(within(rx.connect().await.recv()).await, None);
+            // The same for a dropped receiver: sends fail instead of waiting.
+            let (tx, rx) = bounded::<u32>(1, true);
+            let tx = tx.connect().await;
+            drop(rx);
+            assert!(tx.try_send(1).is_err());
+            assert!(within(tx.send(2)).await.is_err());
+            let (tx, rx) = bounded::<u32>(1, true);
+            drop(rx);
+            let tx = tx.connect().await;
+            assert!(within(tx.send(1)).await.is_err());
+            WAITING.with(|w| assert!(w.borrow().is_empty(), "no half left behind"));
         });
     }
 

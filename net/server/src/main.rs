@@ -43,6 +43,7 @@ fn main() {
         member_id = format_args!("{:x}", cfg.member_id),
         cluster_id = format_args!("{:x}", cfg.cluster_id),
         data_dir = %cfg.data_dir.display(),
+        wal_dir = ?cfg.wal_dir,
         clients = ?cfg.client_addrs,
         peer = %cfg.peer_listen,
         cores = ?cfg.cores,

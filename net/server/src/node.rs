@@ -10,7 +10,10 @@
 //! Data directory layout: `<data-dir>/member/wal/` (the WAL), `<data-dir>/member/snap/`
 //! (received Raft snapshots), `<data-dir>/member/db` (the B+tree file), `<data-dir>/member/lock`
 //! (an exclusive `flock` held while the member runs: a second process on the same data dir
-//! refuses to start instead of writing the same WAL and B+tree).
+//! refuses to start instead of writing the same WAL and B+tree). With `--wal-dir` the WAL is
+//! there instead (e.g. on a device of its own), locked the same way (`<wal-dir>/lock`); a
+//! member whose `member/wal` already holds segments refuses a `--wal-dir` elsewhere rather than
+//! start a second log beside it.
 //!
 //! Ports: glommio binds every listener with SO_REUSEPORT (each client core has its own), so a
 //! second process of the same user on the same client or peer port is *not* refused: it would
@@ -70,12 +73,13 @@ impl SnapshotSource for StoreSnapshots {
 pub struct Node {
     stop: StopHandle,
     threads: Vec<(String, std::thread::JoinHandle<Result<(), String>>)>,
-    /// The data dir's lock, held until the member is dropped.
-    _lock: std::fs::File,
+    /// The data dir's lock (and a separate WAL dir's), held until the member is dropped.
+    _locks: Vec<std::fs::File>,
 }
 
-/// Takes the member directory's exclusive lock, or says who holds it.
-fn lock_member_dir(dir: &Path) -> Result<std::fs::File, String> {
+/// Takes the exclusive lock of a member's directory (`what`: "data dir", "WAL dir"), or says
+/// who holds it.
+fn lock_dir(dir: &Path, what: &str) -> Result<std::fs::File, String> {
     let path = dir.join("lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -86,12 +90,83 @@ fn lock_member_dir(dir: &Path) -> Result<std::fs::File, String> {
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-            "data dir {} is in use by another keel process (lock {} is held)",
+            "{what} {} is in use by another keel process (lock {} is held)",
             dir.display(),
             path.display()
         )),
         Err(std::fs::TryLockError::Error(e)) => Err(format!("locking {}: {e}", path.display())),
     }
+}
+
+/// Whether `dir` holds WAL segment files (`*.wal`).
+fn has_wal_segments(dir: &Path) -> Result<bool, String> {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("reading {}: {e}", dir.display())),
+        Ok(rd) => {
+            for ent in rd {
+                let ent = ent.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+                if ent.file_name().to_string_lossy().ends_with(".wal") {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// The member's WAL directory (absolute) and, when it is not under the data dir, its lock.
+/// Refuses a `--wal-dir` elsewhere while `<member>/wal` holds segments (the member's log is
+/// there, and a new one beside it would lose or fork it), and a WAL directory without
+/// segments when the store has applied entries (`applied`): the log is elsewhere, and starting
+/// would create an empty one (checked again, after opening, by the log core).
+fn wal_dir(
+    cfg: &Config,
+    member: &Path,
+    applied: u64,
+) -> Result<(PathBuf, Option<std::fs::File>), String> {
+    let default = member.join("wal");
+    let missing = |dir: &Path, hint: &str| {
+        format!(
+            "no WAL in {} but the store in {} has applied index {applied}; {hint}",
+            dir.display(),
+            member.display()
+        )
+    };
+    let Some(given) = &cfg.wal_dir else {
+        if applied > 0 && !has_wal_segments(&default)? {
+            return Err(missing(
+                &default,
+                "was this member started with --wal-dir? Give the same one",
+            ));
+        }
+        return Ok((default, None));
+    };
+    let given =
+        std::path::absolute(given).map_err(|e| format!("--wal-dir {}: {e}", given.display()))?;
+    if given == default {
+        if applied > 0 && !has_wal_segments(&default)? {
+            return Err(missing(&default, "is that where this member's WAL is?"));
+        }
+        return Ok((default, None));
+    }
+    if has_wal_segments(&default)? {
+        return Err(format!(
+            "--wal-dir {}: this member's WAL is in {}; move its files there (with keel \
+             stopped) or start without --wal-dir",
+            given.display(),
+            default.display()
+        ));
+    }
+    if applied > 0 && !has_wal_segments(&given)? {
+        return Err(missing(
+            &given,
+            "is --wal-dir the directory this member's WAL is in?",
+        ));
+    }
+    std::fs::create_dir_all(&given).map_err(|e| format!("creating {}: {e}", given.display()))?;
+    let lock = lock_dir(&given, "WAL dir")?;
+    Ok((given, Some(lock)))
 }
 
 /// What a role runs: built on its executor's thread (its future need not be `Send`).
@@ -216,15 +291,18 @@ impl Node {
         let dir = std::path::absolute(member_dir(&cfg))
             .map_err(|e| format!("data dir {}: {e}", cfg.data_dir.display()))?;
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let lock = lock_member_dir(&dir)?;
+        let mut locks = vec![lock_dir(&dir, "data dir")?];
         let store = open_store(&cfg, &dir)?;
         let applied = store.applied_index().map_err(|e| e.to_string())?;
+        let (wal_dir, wal_lock) = wal_dir(&cfg, &dir, applied)?;
+        locks.extend(wal_lock);
         let peers: BTreeMap<u64, std::net::SocketAddr> = cfg
             .initial_cluster
             .iter()
             .map(|m| (m.id, m.peer_addr))
             .collect();
         let mut ncfg = NodeConfig::new(cfg.member_id, peers, dir.clone());
+        ncfg.wal_dir = wal_dir;
         ncfg.tick_ms = cfg.tick.as_millis() as u64;
         ncfg.election_ticks = cfg.election_ticks as u32;
         ncfg.heartbeat_ticks = 1;
@@ -378,7 +456,7 @@ impl Node {
         Ok(Node {
             stop,
             threads,
-            _lock: lock,
+            _locks: locks,
         })
     }
 

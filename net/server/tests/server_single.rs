@@ -426,3 +426,156 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
     assert_eq!(c.get("k", false).unwrap().kvs[0].value, b"1");
     c.put("k", "2").unwrap();
 }
+
+/// Runs `keel` with `args` until it exits by itself (one still running after 30 s is killed
+/// and fails the test); returns its exit status and stderr.
+fn run_to_exit(args: Vec<String>) -> (std::process::ExitStatus, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "keel is still running: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn wal_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |rd| {
+        rd.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+        })
+        .count()
+    })
+}
+
+/// `--wal-dir` (etcd's flag): the WAL lives there and nowhere under the data dir, restarts
+/// keep every acknowledged write, the WAL dir is locked like the data dir, and a member is
+/// refused a WAL dir other than the one its log is in (either way round).
+#[test]
+fn a_wal_dir_of_its_own_holds_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("elsewhere").join("wal");
+    let ports = free_ports(2);
+    let client = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
+    let mut args = single_args(dir.path(), ports[0], ports[1]);
+    args.extend(["--wal-dir".to_string(), wal.display().to_string()]);
+    let mut s = Server::start("waldir", client, dir.path(), args.clone());
+    let mut c = leader(&s);
+    for i in 0..50 {
+        c.put(&format!("k{i:02}"), &format!("v{i}")).unwrap();
+    }
+    let member = dir.path().join("data").join("member");
+    assert!(
+        wal_files(&wal) > 0,
+        "no segment in the WAL dir\n{}",
+        s.log()
+    );
+    assert_eq!(
+        wal_files(&member.join("wal")),
+        0,
+        "a segment under the data dir"
+    );
+
+    // Another member (its own data dir and ports) on the same WAL dir is refused.
+    let other = tempfile::tempdir().unwrap();
+    let p2 = free_ports(2);
+    let mut a2 = single_args(other.path(), p2[0], p2[1]);
+    a2.extend(["--wal-dir".to_string(), wal.display().to_string()]);
+    let (st, err) = run_to_exit(a2);
+    assert!(!st.success(), "started on a WAL dir in use");
+    assert!(err.contains("WAL dir") && err.contains("in use"), "{err}");
+
+    // SIGKILL and restart with the same flags: nothing acknowledged is lost.
+    drop(c);
+    s.kill();
+    s.restart();
+    let mut c = leader(&s);
+    for i in [0, 25, 49] {
+        let g = c.get(&format!("k{i:02}"), false).unwrap();
+        assert_eq!(g.kvs[0].value, format!("v{i}").as_bytes(), "{}", s.log());
+    }
+    drop(c);
+    assert!(s.terminate().success(), "{}", s.log());
+
+    // Without --wal-dir the member finds no log beside its applied state: refused, and the
+    // message names the flag.
+    let (st, err) = run_to_exit(single_args(dir.path(), ports[0], ports[1]));
+    assert!(!st.success(), "started without its WAL");
+    assert!(err.contains("--wal-dir"), "{err}");
+    // The refused start left nothing behind: with the flag again the member starts as before.
+    assert_eq!(
+        wal_files(&member.join("wal")),
+        0,
+        "the refused start created a WAL"
+    );
+    s.restart();
+    let mut c = leader(&s);
+    assert_eq!(c.get("k49", false).unwrap().kvs[0].value, b"v49");
+    drop(c);
+    assert!(s.terminate().success(), "{}", s.log());
+
+    // A member whose log is in member/wal (started without the flag) refuses a WAL dir
+    // elsewhere.
+    let plain = tempfile::tempdir().unwrap();
+    let p3 = free_ports(2);
+    let c3 = format!("127.0.0.1:{}", p3[0]).parse().unwrap();
+    let mut s3 = Server::start(
+        "plain",
+        c3,
+        plain.path(),
+        single_args(plain.path(), p3[0], p3[1]),
+    );
+    leader(&s3).put("k", "1").unwrap();
+    assert!(s3.terminate().success(), "{}", s3.log());
+    let mut a3 = single_args(plain.path(), p3[0], p3[1]);
+    let moved = plain.path().join("wal-elsewhere");
+    a3.extend(["--wal-dir".to_string(), moved.display().to_string()]);
+    let (st, err) = run_to_exit(a3);
+    assert!(!st.success(), "started a second log beside member/wal");
+    assert!(err.contains("move its files there"), "{err}");
+    assert_eq!(wal_files(&moved), 0);
+}
+
+/// A WAL that fails to open (here: a segment's header block overwritten with garbage) stops
+/// the process with an error naming the WAL; the log core's failure at startup used to leave
+/// the other roles waiting for it forever (no exit, SIGTERM ignored).
+#[test]
+fn a_damaged_wal_stops_the_start_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path());
+    let mut c = leader(&s);
+    c.put("k", "v").unwrap();
+    drop(c);
+    assert!(s.terminate().success(), "{}", s.log());
+    let wal = dir.path().join("data").join("member").join("wal");
+    let mut segs: Vec<_> = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    let first = segs.first().expect("a segment");
+    let f = std::fs::OpenOptions::new().write(true).open(first).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0xA5u8; 4096], 0).unwrap();
+    f.sync_all().unwrap();
+    let (st, err) = run_to_exit(s.args.clone());
+    assert!(!st.success(), "started on a damaged WAL");
+    assert!(err.to_lowercase().contains("wal"), "{err}");
+}

@@ -103,8 +103,10 @@ pub struct NodeConfig {
     /// Every initial member (this one included) and its peer address; this member listens on
     /// its own.
     pub peers: BTreeMap<NodeId, SocketAddr>,
-    /// Directory of this member's WAL and snapshot files.
+    /// Directory of this member's snapshot files (and, by default, its WAL).
     pub data_dir: PathBuf,
+    /// Directory of this member's WAL (`<data_dir>/wal` unless set otherwise: `--wal-dir`).
+    pub wal_dir: PathBuf,
     /// Milliseconds per Raft tick.
     pub tick_ms: u64,
     /// Ticks without a leader before campaigning.
@@ -144,6 +146,7 @@ impl NodeConfig {
         NodeConfig {
             id,
             peers,
+            wal_dir: data_dir.join("wal"),
             data_dir,
             tick_ms: 100,
             election_ticks: 10,

@@ -7,7 +7,8 @@
 //! queued in Ready order and become durable in that order; a received snapshot is written
 //! in place ([`LogStore::persist`]).
 //!
-//! Owns `<data_dir>/wal/` (through [`Wal`]) and `<data_dir>/snap/`: per snapshot a
+//! Owns the WAL directory (through [`Wal`]; `NodeConfig::wal_dir`, by default `<data_dir>/wal/`)
+//! and `<data_dir>/snap/`: per snapshot a
 //! `<index:016x>.meta` (index, term, membership, optional payload length and CRC32C; itself
 //! CRC32C-checked, D1) and, for snapshots received from a leader, the payload
 //! `<index:016x>.snap`. The WAL's snapshot marker carries no membership; the meta file does, and
@@ -301,13 +302,15 @@ impl LogStore {
     /// written to the WAL. A used one is rebuilt from the snapshot marker, its meta file, the
     /// entries and the hard state. `applied` is the state machine's durable applied index.
     pub async fn open(cfg: &NodeConfig, applied: u64) -> Result<Opened, NodeError> {
-        let wal = Wal::open(cfg.data_dir.join("wal"), cfg.wal.clone()).await?;
+        let wal = Wal::open(&cfg.wal_dir, cfg.wal.clone()).await?;
         let marker = wal.snapshot();
         let whs = wal.hard_state();
         if wal.last_index() == 0 && marker.index == 0 && whs == wal::HardState::default() {
             if applied != 0 {
                 return Err(NodeError::Config(format!(
-                    "empty log but the state machine has applied {applied}"
+                    "no WAL in {} but the state machine has applied {applied} (was this \
+                     member started with another --wal-dir?)",
+                    cfg.wal_dir.display()
                 )));
             }
             if cfg.join {
