@@ -394,33 +394,10 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
     let s = start(dir.path());
     let mut c = leader(&s);
     c.put("k", "1").unwrap();
-    // Runs a second server; one that does not exit by itself is killed and fails the test.
-    let run = |args: Vec<String>| {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() >= deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "the second server is still running: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::park_timeout(Duration::from_millis(20));
-        }
-        child.wait_with_output().unwrap()
-    };
-
+    // A second server on the same data dir (its own ports) exits with an error.
     let ports = free_ports(2);
-    let same_dir = run(single_args(dir.path(), ports[0], ports[1]));
-    let err = String::from_utf8_lossy(&same_dir.stderr);
-    assert!(!same_dir.status.success(), "started on a data dir in use");
+    let (status, err) = run_to_exit(single_args(dir.path(), ports[0], ports[1]));
+    assert!(!status.success(), "started on a data dir in use");
     assert!(err.contains("in use by another keel process"), "{err}");
 
     assert_eq!(c.get("k", false).unwrap().kvs[0].value, b"1");
@@ -430,25 +407,33 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
 /// Runs `keel` with `args` until it exits by itself (one still running after 30 s is killed
 /// and fails the test); returns its exit status and stderr.
 fn run_to_exit(args: Vec<String>) -> (std::process::ExitStatus, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output().unwrap());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out,
+        Err(_) => {
+            // SAFETY: kill(2) on the PID of a child this test spawned and that the waiter
+            // thread has not reaped yet (it is still waiting for the child to exit).
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            let out = rx.recv().unwrap();
             panic!(
                 "keel is still running: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    };
+    waiter.join().unwrap();
     (
         out.status,
         String::from_utf8_lossy(&out.stderr).into_owned(),
