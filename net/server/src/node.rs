@@ -98,21 +98,17 @@ fn lock_dir(dir: &Path, what: &str) -> Result<std::fs::File, String> {
     }
 }
 
-/// Whether `dir` holds WAL segment files (`*.wal`).
+/// Whether `dir` holds WAL segments (the WAL's own listing; a missing directory holds none).
 fn has_wal_segments(dir: &Path) -> Result<bool, String> {
-    match std::fs::read_dir(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(format!("reading {}: {e}", dir.display())),
-        Ok(rd) => {
-            for ent in rd {
-                let ent = ent.map_err(|e| format!("reading {}: {e}", dir.display()))?;
-                if ent.file_name().to_string_lossy().ends_with(".wal") {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        }
+    if !dir
+        .try_exists()
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+    {
+        return Ok(false);
     }
+    keel_raft::wal::list_segments(dir, false)
+        .map(|s| !s.is_empty())
+        .map_err(|e| e.to_string())
 }
 
 /// The member's WAL directory (absolute) and, when it is not under the data dir, its lock.
@@ -126,47 +122,36 @@ fn wal_dir(
     applied: u64,
 ) -> Result<(PathBuf, Option<std::fs::File>), String> {
     let default = member.join("wal");
-    let missing = |dir: &Path, hint: &str| {
-        format!(
-            "no WAL in {} but the store in {} has applied index {applied}; {hint}",
-            dir.display(),
-            member.display()
-        )
+    let dir = match &cfg.wal_dir {
+        None => default.clone(),
+        Some(d) => std::path::absolute(d).map_err(|e| format!("--wal-dir {}: {e}", d.display()))?,
     };
-    let Some(given) = &cfg.wal_dir else {
-        if applied > 0 && !has_wal_segments(&default)? {
-            return Err(missing(
-                &default,
-                "was this member started with --wal-dir? Give the same one",
-            ));
-        }
-        return Ok((default, None));
-    };
-    let given =
-        std::path::absolute(given).map_err(|e| format!("--wal-dir {}: {e}", given.display()))?;
-    if given == default {
-        if applied > 0 && !has_wal_segments(&default)? {
-            return Err(missing(&default, "is that where this member's WAL is?"));
-        }
-        return Ok((default, None));
-    }
-    if has_wal_segments(&default)? {
+    let separate = dir != default;
+    if separate && has_wal_segments(&default)? {
         return Err(format!(
             "--wal-dir {}: this member's WAL is in {}; move its files there (with keel \
              stopped) or start without --wal-dir",
-            given.display(),
+            dir.display(),
             default.display()
         ));
     }
-    if applied > 0 && !has_wal_segments(&given)? {
-        return Err(missing(
-            &given,
-            "is --wal-dir the directory this member's WAL is in?",
+    if applied > 0 && !has_wal_segments(&dir)? {
+        let hint = match cfg.wal_dir {
+            None => "was this member started with --wal-dir? Give the same one",
+            Some(_) => "is --wal-dir the directory this member's WAL is in?",
+        };
+        return Err(format!(
+            "no WAL in {} but the store in {} has applied index {applied}; {hint}",
+            dir.display(),
+            member.display()
         ));
     }
-    std::fs::create_dir_all(&given).map_err(|e| format!("creating {}: {e}", given.display()))?;
-    let lock = lock_dir(&given, "WAL dir")?;
-    Ok((given, Some(lock)))
+    if !separate {
+        return Ok((dir, None));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let lock = lock_dir(&dir, "WAL dir")?;
+    Ok((dir, Some(lock)))
 }
 
 /// What a role runs: built on its executor's thread (its future need not be `Send`).

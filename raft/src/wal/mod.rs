@@ -76,7 +76,7 @@ pub use index::{Loc, LogIndex};
 pub use io::{IoHook, IoOp};
 pub use reader::{replay, scan_dir, Replayed, ScannedSegment};
 pub use record::{Checkpoint, DecodeError, HardState, Record, SnapshotMarker, WalEntry, BLOCK};
-pub use segment::{prime_iopoll_probe, segment_path, SegmentHeader, SegmentScan};
+pub use segment::{list_segments, prime_iopoll_probe, segment_path, SegmentHeader, SegmentScan};
 pub use writer::{Wal, WalStats, MIN_SEGMENT_SIZE};
 
 /// How a group is made durable.
