@@ -194,14 +194,16 @@ fn executors(roles: Vec<Role>, per_role: bool) -> Vec<(usize, Vec<Role>)> {
     out
 }
 
-/// Starts one executor pinned to `core` that runs every role of `group` as a task; it ends
-/// when all of them have. The first role error is its result.
+/// Starts one executor pinned to `core` (unbound when `core` is not among `allowed`, the
+/// process's CPUs) that runs every role of `group` as a task; it ends when all of them have.
+/// The first role error is its result.
 fn spawn(
     core: usize,
+    allowed: &[usize],
     group: Vec<Role>,
     spin: Option<std::time::Duration>,
 ) -> Result<(String, std::thread::JoinHandle<Result<(), String>>), String> {
-    let placement = if crate::config::allowed_cpus().contains(&core) {
+    let placement = if allowed.contains(&core) {
         Placement::Fixed(core)
     } else {
         Placement::Unbound
@@ -435,8 +437,9 @@ impl Node {
             ));
         }
         let mut threads = Vec::new();
+        let allowed = crate::config::allowed_cpus();
         for (core, group) in executors(roles, cfg.executor_per_role) {
-            threads.push(spawn(core, group, cfg.spin_before_park)?);
+            threads.push(spawn(core, &allowed, group, cfg.spin_before_park)?);
         }
         Ok(Node {
             stop,
