@@ -1,4 +1,4 @@
-//! The fault-injection point in front of every WAL write and sync.
+//! The fault-injection point in front of every WAL write, sync and segment removal.
 //!
 //! Production code passes [`IoHook::none`]; tests pass a closure that fails a chosen operation, to
 //! check that the WAL stops on the first failed write or sync (D2) and that what it acknowledged
@@ -22,6 +22,12 @@ pub enum IoOp {
     },
     /// An fdatasync of segment `seq`.
     Sync {
+        /// Segment.
+        seq: u64,
+    },
+    /// The unlink of compacted segment `seq` (issued from glommio's blocking pool, after the
+    /// WAL closed its own descriptor of the segment).
+    Remove {
         /// Segment.
         seq: u64,
     },

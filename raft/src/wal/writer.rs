@@ -11,7 +11,7 @@
 
 use super::error::WalError;
 use super::index::{Loc, LogIndex};
-use super::io::IoOp;
+use super::io::{IoHook, IoOp};
 use super::reader;
 use super::record::{self, HardState, Record, SnapshotMarker, WalEntry, BLOCK, GROUP_FRAME_LEN};
 use super::segment::{self, SegmentHeader};
@@ -436,7 +436,7 @@ impl Wal {
     /// must not pass the durable snapshot marker. Never releases the segment being written.
     /// Returns how many segments were removed.
     pub async fn compact(&self, index: u64) -> Result<usize, WalError> {
-        let (victims, dir) = {
+        let (victims, dir, hook) = {
             let mut st = self.sh.borrow_mut();
             st.check_failed()?;
             if index > st.index.snapshot().index {
@@ -456,15 +456,12 @@ impl Wal {
             }
             let keep = *st.segs.keys().next().expect("current is kept");
             st.index.release_before(keep);
-            (victims, st.dir.clone())
+            (victims, st.dir.clone(), st.opts.io_hook.clone())
         };
         let n = victims.len();
         // Ascending order, stopping at the first failure, so what survives is always a suffix.
         for v in victims {
-            v.file
-                .remove()
-                .await
-                .map_err(|e| WalError::io("remove", &v.path, e.into()))?;
+            remove_segment(v, &hook).await?;
         }
         if n > 0 {
             segment::sync_dir(&dir).await?;
@@ -777,6 +774,33 @@ async fn flush(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
     seg.max_index = seg.max_index.max(max_index);
     st.durable_ticket = last_ticket;
     Ok(())
+}
+
+/// Removes a compacted segment without making the executor free its blocks.
+///
+/// Whoever drops the last reference to an unlinked file frees its blocks there and then, and on
+/// a filesystem mounted with `discard` that includes a synchronous discard of the whole segment:
+/// measured on this project's VM, 14–51 ms during which the executor ran nothing else (every
+/// role on it stalled) when glommio's io_uring close of the unlinked segment did it. So our
+/// descriptor is closed first, while the name still holds the inode (nothing is freed), and the
+/// unlink, which then drops the last reference, runs on the blocking pool. If a read still holds
+/// the file (an `entries` read in flight), its last close frees the blocks wherever it happens.
+async fn remove_segment(v: Seg, hook: &IoHook) -> Result<(), WalError> {
+    let Seg {
+        path, file, header, ..
+    } = v;
+    if let Ok(f) = Rc::try_unwrap(file) {
+        f.close()
+            .await
+            .map_err(|e| WalError::io("close", &path, e.into()))?;
+    }
+    let (hook, seq) = (hook.clone(), header.seq);
+    glommio::executor()
+        .spawn_blocking(move || {
+            hook.check(IoOp::Remove { seq })?;
+            std::fs::remove_file(&path).map_err(|e| WalError::io("remove", &path, e))
+        })
+        .await
 }
 
 /// Switches to the prepared next segment and starts preparing the one after.
