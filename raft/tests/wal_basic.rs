@@ -171,12 +171,22 @@ fn compaction_releases_whole_segments_before_the_snapshot() {
             wal.entries(first - 1, first).await,
             Err(WalError::Unavailable { .. })
         ));
-        let on_disk = std::fs::read_dir(&path).unwrap().count();
+        let names = dir_names(&path);
+        let segs = names.iter().filter(|n| n.ends_with(".wal")).count();
         assert_eq!(
-            on_disk,
+            segs,
             wal.segments().len() + 1,
             "segments in use plus the spare"
         );
+        let pooled = names
+            .iter()
+            .filter(|n| n.ends_with(".recycled.wal.tmp"))
+            .count();
+        assert_eq!(
+            pooled, 2,
+            "two released segments kept for recycling: {names:?}"
+        );
+        assert_eq!(names.len(), segs + pooled, "nothing else: {names:?}");
         drop(wal);
         let wal = Wal::open(&path, opts).await.unwrap();
         assert_eq!(wal.first_index(), first);
@@ -209,12 +219,27 @@ fn open_in_this_process(path: &std::path::Path) -> bool {
         .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
 }
 
+fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
 #[test]
 fn compacted_segments_are_closed_first_and_unlinked_off_the_executor() {
     // Whoever drops the last reference to an unlinked segment frees its blocks (on a filesystem
     // mounted with `discard`, a synchronous discard: 14-51 ms measured here on the executor
-    // before, stalling every role on it). The unlink must come after the WAL's own close and
-    // run on another thread.
+    // before, stalling every role on it). The two oldest released segments go to the recycle
+    // pool (closed, renamed); every later one must be unlinked after the WAL's own close, on
+    // another thread.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Unlink>::new()));
@@ -233,37 +258,45 @@ fn compacted_segments_are_closed_first_and_unlinked_off_the_executor() {
         })
     };
     let dir_path = path.clone();
-    let (executor, released, removed) = run(move || async move {
+    let (executor, removed) = run(move || async move {
         let opts = WalOptions {
             cache_bytes: 0,
             io_hook: hook,
             ..small(64 << 10)
         };
         let wal = Wal::open(&dir_path, opts).await.unwrap();
-        append_range(&wal, 1, 400, 1).await;
+        append_range(&wal, 1, 700, 1).await;
         let before = wal.segments();
         wal.save_snapshot(SnapshotMarker {
-            index: 300,
+            index: 600,
             term: 1,
         })
         .await
         .unwrap();
-        let released = wal.compact(300).await.unwrap();
+        let released = wal.compact(600).await.unwrap();
         let after = wal.segments();
         let removed: Vec<u64> = before.into_iter().filter(|s| !after.contains(s)).collect();
-        for seq in &removed {
+        assert_eq!(released, removed.len());
+        assert!(released >= 4, "released {released}");
+        for (k, seq) in removed.iter().enumerate() {
             let file = keel_raft::wal::segment_path(&dir_path, *seq);
             assert!(!file.exists(), "segment {seq} still on disk");
+            let pooled = keel_raft::wal::recycle_path(&dir_path, *seq);
+            assert_eq!(pooled.exists(), k < 2, "segment {seq} pooled?");
+            assert!(
+                !open_in_this_process(&pooled),
+                "pooled segment {seq} left open"
+            );
         }
-        check_range(&wal, wal.first_index(), 400, 1).await;
-        (std::thread::current().id(), released, removed)
+        check_range(&wal, wal.first_index(), 700, 1).await;
+        (std::thread::current().id(), removed)
     });
-    assert!(released >= 2, "released {released}");
     let seen = seen.lock().unwrap();
     let seqs: Vec<u64> = seen.iter().map(|u| u.seq).collect();
     assert_eq!(
-        seqs, removed,
-        "one unlink per released segment, oldest first"
+        seqs,
+        removed[2..],
+        "one unlink per released segment past the pool, oldest first"
     );
     for u in seen.iter() {
         assert!(
@@ -286,19 +319,19 @@ fn a_failed_segment_removal_fails_the_compaction_and_keeps_the_rest() {
     run(move || async move {
         let opts = WalOptions {
             cache_bytes: 0,
-            io_hook: fail_nth(|op| matches!(op, IoOp::Remove { .. }), 2),
+            io_hook: fail_nth(|op| matches!(op, IoOp::Remove { .. }), 1),
             ..small(64 << 10)
         };
         let wal = Wal::open(&path, opts).await.unwrap();
-        append_range(&wal, 1, 400, 1).await;
+        append_range(&wal, 1, 700, 1).await;
         let before = wal.segments();
         wal.save_snapshot(SnapshotMarker {
-            index: 300,
+            index: 600,
             term: 1,
         })
         .await
         .unwrap();
-        let err = wal.compact(300).await.unwrap_err();
+        let err = wal.compact(600).await.unwrap_err();
         assert!(
             matches!(
                 &err,
@@ -309,14 +342,88 @@ fn a_failed_segment_removal_fails_the_compaction_and_keeps_the_rest() {
             ),
             "{err:?}"
         );
-        // The first victim is gone, the second (whose unlink failed) and every later one remain.
-        assert!(!keel_raft::wal::segment_path(&path, before[0]).exists());
-        for seq in &before[1..] {
+        // The first two victims went to the recycle pool; the third, whose unlink failed, and
+        // every later segment remain.
+        for seq in &before[..2] {
+            assert!(!keel_raft::wal::segment_path(&path, *seq).exists());
+            assert!(keel_raft::wal::recycle_path(&path, *seq).exists());
+        }
+        for seq in &before[2..] {
             assert!(
                 keel_raft::wal::segment_path(&path, *seq).exists(),
                 "segment {seq} removed"
             );
         }
+    });
+}
+
+#[test]
+fn released_segments_are_recycled_and_their_old_bytes_never_read_as_records() {
+    // After a compaction the next spares are the released files with a new header; their old
+    // groups (checksummed with the old segment's identity) must read as the end of data, both
+    // while the WAL runs and on reopen, with the segment full or partly written.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let opts = WalOptions {
+            cache_bytes: 0,
+            ..small(64 << 10)
+        };
+        let wal = Wal::open(&path, opts.clone()).await.unwrap();
+        append_range(&wal, 1, 400, 1).await;
+        let before = wal.segments();
+        wal.save_snapshot(SnapshotMarker {
+            index: 300,
+            term: 1,
+        })
+        .await
+        .unwrap();
+        wal.compact(300).await.unwrap();
+        let pooled: Vec<u64> = before[..2]
+            .iter()
+            .map(|s| inode(&keel_raft::wal::recycle_path(&path, *s)))
+            .collect();
+        // Fill segments until both pooled files have become segments.
+        let mut next = 400;
+        let recycled_segs = loop {
+            append_range(&wal, next, next + 20, 1).await;
+            next += 20;
+            wal.ready_next_segment().await.unwrap();
+            let names = dir_names(&path);
+            let segs: Vec<(String, u64)> = names
+                .iter()
+                .filter(|n| n.ends_with(".wal"))
+                .map(|n| (n.clone(), inode(&path.join(n))))
+                .collect();
+            let reused: Vec<String> = segs
+                .iter()
+                .filter(|(_, ino)| pooled.contains(ino))
+                .map(|(n, _)| n.clone())
+                .collect();
+            if reused.len() == 2 {
+                assert!(
+                    !names.iter().any(|n| n.ends_with(".recycled.wal.tmp")),
+                    "pool emptied: {names:?}"
+                );
+                break reused;
+            }
+            assert!(next < 2000, "pooled files never reused: {names:?}");
+        };
+        let first = wal.first_index();
+        check_range(&wal, first, next, 1).await;
+        drop(wal);
+        // Reopen with the recycled spare (or current segment) holding only old bytes past its
+        // header, and again after writing into them.
+        let wal = Wal::open(&path, opts.clone()).await.unwrap();
+        check_range(&wal, first, next, 1).await;
+        append_range(&wal, next, next + 150, 1).await;
+        next += 150;
+        drop(wal);
+        let wal = Wal::open(&path, opts).await.unwrap();
+        check_range(&wal, first, next, 1).await;
+        append_range(&wal, next, next + 5, 1).await;
+        check_range(&wal, first, next + 5, 1).await;
+        assert!(!recycled_segs.is_empty());
     });
 }
 

@@ -10,7 +10,10 @@
 //! is not), each `segment_size` bytes (64 MiB by default), created as `<seq>.<salt>.wal.tmp`,
 //! allocated, zero-filled, synced and linked into place (never over an existing file) by a
 //! background task before it is needed, so every append overwrites allocated, already-written
-//! blocks. Leftover `.wal.tmp` files are removed on open.
+//! blocks. Compaction keeps up to two released segments (closed, renamed
+//! `<old seq>.recycled.wal.tmp`) from which the next spares are made with just a new header; the
+//! rest it closes and unlinks on glommio's blocking pool (freeing their blocks there, not on the
+//! executor). Leftover `.wal.tmp` files are removed on open.
 //!
 //! # Byte layout (all integers little-endian, fixed width)
 //!
@@ -76,7 +79,9 @@ pub use index::{Loc, LogIndex};
 pub use io::{IoHook, IoOp};
 pub use reader::{replay, scan_dir, Replayed, ScannedSegment};
 pub use record::{Checkpoint, DecodeError, HardState, Record, SnapshotMarker, WalEntry, BLOCK};
-pub use segment::{list_segments, prime_iopoll_probe, segment_path, SegmentHeader, SegmentScan};
+pub use segment::{
+    list_segments, prime_iopoll_probe, recycle_path, segment_path, SegmentHeader, SegmentScan,
+};
 pub use writer::{Wal, WalStats, MIN_SEGMENT_SIZE};
 
 /// How a group is made durable.

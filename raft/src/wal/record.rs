@@ -329,6 +329,14 @@ pub struct Group {
 /// Decodes the commit group at the start of `b` (which must start at a block boundary): checks the
 /// frame, the body checksum and every record inside, all with the segment identity `seed` (D1).
 pub fn decode_group(b: &[u8], seed: u32) -> Result<Group, DecodeError> {
+    // A group frame has a fixed payload length and kind: checked before the checksum, so probing
+    // a block of other bytes (an old segment's data in a recycled one) never checksums up to
+    // `MAX_PAYLOAD_LEN` bytes that a stray length field names.
+    if b.len() >= RECORD_HEADER_LEN
+        && (u32_at(b, 4) as usize != GROUP_PAYLOAD_LEN || b[8] != RecordKind::Group as u8)
+    {
+        return Err(DecodeError::Malformed("no group frame"));
+    }
     let (kind, payload) = decode_raw(b, seed)?;
     if kind != RecordKind::Group || payload.len() != GROUP_PAYLOAD_LEN {
         return Err(DecodeError::Malformed("no group frame"));

@@ -2,10 +2,10 @@
 //! recovery and the dump tool share.
 //!
 //! A segment is `<seq as 16 hex digits>.wal`, `segment_size` bytes, block 0 its header. It is
-//! created as `<seq>.<salt>.wal.tmp`, allocated, zero-filled, synced, linked to its final name
-//! (never replacing an existing file), and the directory synced, so
-//! a `.wal` file always has a valid header and every later write into it overwrites allocated,
-//! already-written blocks. Owns no WAL state.
+//! created as `<seq>.<salt>.wal.tmp` — a new file allocated and zero-filled, or a released
+//! segment's file recycled with a new header — synced, linked to its final name (never replacing
+//! an existing file), and the directory synced, so a `.wal` file always has a valid header and
+//! every later write into it overwrites allocated, already-written blocks. Owns no WAL state.
 
 use super::error::WalError;
 use super::io::{IoHook, IoOp};
@@ -155,14 +155,21 @@ pub async fn open_segment(path: &Path, dsync: bool) -> Result<DmaFile, WalError>
         .map_err(|e| WalError::io("open", path, e.into()))
 }
 
-/// Creates segment `seq` in `dir`, fully allocated and zero-filled, header written, everything
+/// Creates segment `seq` in `dir`, fully allocated and written, header in place, everything
 /// synced and linked into place; returns it opened for the WAL.
+///
+/// With `recycled` (a released segment's file, see [`recycle_path`]) it takes that file instead
+/// of a new one and writes only the header block: the file's blocks are already allocated and
+/// written, and its old groups, checksummed with the old segment's identity seed, never verify
+/// in the new segment (they read as the end of its data). Without, it allocates a new file and
+/// zero-fills all of it.
 pub async fn prepare_segment(
     dir: &Path,
     seq: u64,
     segment_size: u64,
     dsync: bool,
     hook: &IoHook,
+    recycled: Option<PathBuf>,
 ) -> Result<(DmaFile, SegmentHeader), WalError> {
     let header = SegmentHeader {
         seq,
@@ -174,32 +181,44 @@ pub async fn prepare_segment(
     let tmp = dir.join(format!("{seq:016x}.{:016x}.wal.tmp", header.salt));
     let path = segment_path(dir, seq);
     {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .dma_open(&tmp)
-            .await
-            .map_err(io("create", &tmp))?;
-        f.pre_allocate(segment_size, false)
-            .await
-            .map_err(io("allocate", &tmp))?;
-        let mut off = 0u64;
-        while off < segment_size {
-            let len = (segment_size - off).min(IO_CHUNK as u64) as usize;
-            let mut buf = f.alloc_dma_buffer(len);
-            buf.as_bytes_mut().fill(0);
-            if off == 0 {
-                header.encode(buf.as_bytes_mut());
+        let f = match recycled {
+            Some(old) => {
+                std::fs::rename(&old, &tmp).map_err(|e| WalError::io("rename", &old, e))?;
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .dma_open(&tmp)
+                    .await
+                    .map_err(io("open", &tmp))?;
+                let len = f.file_size().await.map_err(io("stat", &tmp))?;
+                if len != segment_size {
+                    let why = format!("recycled segment is {len} bytes, not {segment_size}");
+                    return Err(WalError::InvalidArgument(why));
+                }
+                write_chunk(&f, &tmp, &header, hook, 0, BLOCK).await?;
+                f
             }
-            hook.check(IoOp::Prepare { seq, offset: off })?;
-            let n = f.write_at(buf, off).await.map_err(io("zero-fill", &tmp))?;
-            if n != len {
-                return Err(WalError::short_write(&tmp, off, n, len));
+            None => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .dma_open(&tmp)
+                    .await
+                    .map_err(io("create", &tmp))?;
+                f.pre_allocate(segment_size, false)
+                    .await
+                    .map_err(io("allocate", &tmp))?;
+                let mut off = 0u64;
+                while off < segment_size {
+                    let len = (segment_size - off).min(IO_CHUNK as u64) as usize;
+                    write_chunk(&f, &tmp, &header, hook, off, len).await?;
+                    off += len as u64;
+                }
+                f
             }
-            off += len as u64;
-        }
+        };
         hook.check(IoOp::Sync { seq })?;
         f.fdatasync().await.map_err(io("sync", &tmp))?;
         f.close().await.map_err(io("close", &tmp))?;
@@ -210,6 +229,38 @@ pub async fn prepare_segment(
     std::fs::remove_file(&tmp).map_err(|e| WalError::io("remove", &tmp, e))?;
     sync_dir(dir).await?;
     Ok((open_segment(&path, dsync).await?, header))
+}
+
+/// Writes `len` zero bytes at `off` of a segment being prepared, the header at the start of
+/// block 0.
+async fn write_chunk(
+    f: &DmaFile,
+    tmp: &Path,
+    header: &SegmentHeader,
+    hook: &IoHook,
+    off: u64,
+    len: usize,
+) -> Result<(), WalError> {
+    let mut buf = f.alloc_dma_buffer(len);
+    buf.as_bytes_mut().fill(0);
+    if off == 0 {
+        header.encode(buf.as_bytes_mut());
+    }
+    hook.check(IoOp::Prepare {
+        seq: header.seq,
+        offset: off,
+    })?;
+    let n = f.write_at(buf, off).await.map_err(io("zero-fill", tmp))?;
+    if n != len {
+        return Err(WalError::short_write(tmp, off, n, len));
+    }
+    Ok(())
+}
+
+/// Where a released segment waits to be recycled: a `.wal.tmp` name, so a crash leaves nothing
+/// that recovery reads (open removes it).
+pub fn recycle_path(dir: &Path, old_seq: u64) -> PathBuf {
+    dir.join(format!("{old_seq:016x}.recycled.wal.tmp"))
 }
 
 fn io<'a>(what: &'static str, p: &'a Path) -> impl Fn(glommio::GlommioError<()>) -> WalError + 'a {

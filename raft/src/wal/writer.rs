@@ -86,7 +86,17 @@ struct State {
     failed: Option<String>,
     waiters: Vec<Waker>,
     stats: WalStats,
+    /// Released segments' files waiting to be recycled as the next spare (at most
+    /// [`RECYCLE_POOL`]), at their [`segment::recycle_path`].
+    pool: Vec<PathBuf>,
 }
+
+/// Released segments kept for recycling. Recycling makes a new segment cost one header write
+/// instead of zero-filling `segment_size` bytes (as much disk writing as the log itself), and a
+/// released segment's blocks are not freed (no discard). Two cover a rollover while the
+/// compaction that releases the next one has not happened yet; the disk they hold is at most two
+/// segments.
+const RECYCLE_POOL: usize = 2;
 
 impl State {
     fn check_failed(&self) -> Result<(), WalError> {
@@ -107,8 +117,9 @@ impl State {
         let size = self.opts.segment_size;
         let dsync = self.opts.sync == SyncMode::Dsync;
         let hook = self.opts.io_hook.clone();
+        let recycled = self.pool.pop();
         let task = glommio::spawn_local(async move {
-            segment::prepare_segment(&dir, seq, size, dsync, &hook).await
+            segment::prepare_segment(&dir, seq, size, dsync, &hook, recycled).await
         });
         self.spare = Some(Spare::Preparing(task));
     }
@@ -155,7 +166,8 @@ impl Wal {
         let mut spare = None;
         let (current, write_offset) = if scans.is_empty() {
             let (file, header) =
-                segment::prepare_segment(&dir, 1, opts.segment_size, dsync, &opts.io_hook).await?;
+                segment::prepare_segment(&dir, 1, opts.segment_size, dsync, &opts.io_hook, None)
+                    .await?;
             segs.insert(
                 1,
                 Seg {
@@ -212,6 +224,7 @@ impl Wal {
             failed: None,
             waiters: Vec::new(),
             stats: WalStats::default(),
+            pool: Vec::new(),
         };
         if st.spare.is_none() {
             st.spawn_prepare(current + 1);
@@ -461,7 +474,15 @@ impl Wal {
         let n = victims.len();
         // Ascending order, stopping at the first failure, so what survives is always a suffix.
         for v in victims {
-            remove_segment(v, &hook).await?;
+            let room = {
+                let st = self.sh.borrow();
+                st.pool.len() < RECYCLE_POOL && v.header.segment_size == st.opts.segment_size
+            };
+            let v = if room { pool_segment(v).await? } else { Err(v) };
+            match v {
+                Ok(pooled) => self.sh.borrow_mut().pool.push(pooled),
+                Err(v) => remove_segment(v, &hook).await?,
+            }
         }
         if n > 0 {
             segment::sync_dir(&dir).await?;
@@ -776,6 +797,36 @@ async fn flush(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
     Ok(())
 }
 
+/// Closes a released segment and moves its file to its recycle name, returned; gives the
+/// segment back when a read still holds it open (it is then removed instead).
+async fn pool_segment(v: Seg) -> Result<Result<PathBuf, Seg>, WalError> {
+    let Seg {
+        path,
+        file,
+        header,
+        max_index,
+    } = v;
+    let f = match Rc::try_unwrap(file) {
+        Ok(f) => f,
+        Err(file) => {
+            return Ok(Err(Seg {
+                path,
+                file,
+                header,
+                max_index,
+            }))
+        }
+    };
+    f.close()
+        .await
+        .map_err(|e| WalError::io("close", &path, e.into()))?;
+    let dir = path.parent().expect("a segment is in its directory");
+    let to = segment::recycle_path(dir, header.seq);
+    // A metadata syscall of a few µs; the directory is synced once the compaction is done.
+    std::fs::rename(&path, &to).map_err(|e| WalError::io("rename", &path, e))?;
+    Ok(Ok(to))
+}
+
 /// Removes a compacted segment without making the executor free its blocks.
 ///
 /// Whoever drops the last reference to an unlinked file frees its blocks there and then, and on
@@ -813,16 +864,17 @@ async fn rollover(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
         Some(Spare::Ready(f, h)) => (f, h),
         Some(Spare::Preparing(task)) => task.await?,
         None => {
-            let (dir, size, dsync, hook) = {
-                let st = sh.borrow();
+            let (dir, size, dsync, hook, recycled) = {
+                let mut st = sh.borrow_mut();
                 (
                     st.dir.clone(),
                     st.opts.segment_size,
                     st.opts.sync == SyncMode::Dsync,
                     st.opts.io_hook.clone(),
+                    st.pool.pop(),
                 )
             };
-            segment::prepare_segment(&dir, next, size, dsync, &hook).await?
+            segment::prepare_segment(&dir, next, size, dsync, &hook, recycled).await?
         }
     };
     assert_eq!(header.seq, next, "the spare is the next segment");
