@@ -144,10 +144,7 @@ fn compaction_releases_whole_segments_before_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let opts = WalOptions {
-            cache_bytes: 0,
-            ..small(64 << 10)
-        };
+        let opts = uncached(IoHook::none());
         let wal = Wal::open(&path, opts.clone()).await.unwrap();
         append_range(&wal, 1, 400, 1).await;
         let before = wal.segments();
@@ -219,6 +216,35 @@ fn open_in_this_process(path: &std::path::Path) -> bool {
         .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
 }
 
+/// 64 KiB segments and no entry cache (reads go to the files), with `hook`.
+fn uncached(hook: IoHook) -> WalOptions {
+    WalOptions {
+        cache_bytes: 0,
+        io_hook: hook,
+        ..small(64 << 10)
+    }
+}
+
+/// Opens the WAL in `path`, appends entries `1..last` (term 1) and records a snapshot at `snap`;
+/// returns it with its segments as they were before the snapshot.
+async fn snapshotted(
+    path: &std::path::Path,
+    opts: WalOptions,
+    last: u64,
+    snap: u64,
+) -> (Wal, Vec<u64>) {
+    let wal = Wal::open(path, opts).await.unwrap();
+    append_range(&wal, 1, last, 1).await;
+    let before = wal.segments();
+    wal.save_snapshot(SnapshotMarker {
+        index: snap,
+        term: 1,
+    })
+    .await
+    .unwrap();
+    (wal, before)
+}
+
 fn dir_names(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -259,20 +285,8 @@ fn compacted_segments_are_closed_first_and_unlinked_off_the_executor() {
     };
     let dir_path = path.clone();
     let (executor, removed) = run(move || async move {
-        let opts = WalOptions {
-            cache_bytes: 0,
-            io_hook: hook,
-            ..small(64 << 10)
-        };
-        let wal = Wal::open(&dir_path, opts).await.unwrap();
-        append_range(&wal, 1, 700, 1).await;
-        let before = wal.segments();
-        wal.save_snapshot(SnapshotMarker {
-            index: 600,
-            term: 1,
-        })
-        .await
-        .unwrap();
+        let opts = uncached(hook);
+        let (wal, before) = snapshotted(&dir_path, opts, 700, 600).await;
         let released = wal.compact(600).await.unwrap();
         let after = wal.segments();
         let removed: Vec<u64> = before.into_iter().filter(|s| !after.contains(s)).collect();
@@ -317,20 +331,8 @@ fn a_failed_segment_removal_fails_the_compaction_and_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let opts = WalOptions {
-            cache_bytes: 0,
-            io_hook: fail_nth(|op| matches!(op, IoOp::Remove { .. }), 1),
-            ..small(64 << 10)
-        };
-        let wal = Wal::open(&path, opts).await.unwrap();
-        append_range(&wal, 1, 700, 1).await;
-        let before = wal.segments();
-        wal.save_snapshot(SnapshotMarker {
-            index: 600,
-            term: 1,
-        })
-        .await
-        .unwrap();
+        let opts = uncached(fail_nth(|op| matches!(op, IoOp::Remove { .. }), 1));
+        let (wal, before) = snapshotted(&path, opts, 700, 600).await;
         let err = wal.compact(600).await.unwrap_err();
         assert!(
             matches!(
@@ -365,19 +367,8 @@ fn released_segments_are_recycled_and_their_old_bytes_never_read_as_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let opts = WalOptions {
-            cache_bytes: 0,
-            ..small(64 << 10)
-        };
-        let wal = Wal::open(&path, opts.clone()).await.unwrap();
-        append_range(&wal, 1, 400, 1).await;
-        let before = wal.segments();
-        wal.save_snapshot(SnapshotMarker {
-            index: 300,
-            term: 1,
-        })
-        .await
-        .unwrap();
+        let opts = uncached(IoHook::none());
+        let (wal, before) = snapshotted(&path, opts.clone(), 400, 300).await;
         wal.compact(300).await.unwrap();
         let pooled: Vec<u64> = before[..2]
             .iter()
