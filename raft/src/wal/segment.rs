@@ -117,7 +117,7 @@ pub fn list_segments(dir: &Path, clean: bool) -> Result<Vec<u64>, WalError> {
         let Some(name) = name.to_str() else { continue };
         if let Some(seq) = parse_segment_name(name) {
             seqs.push(seq);
-        } else if clean && name.ends_with(".wal.tmp") {
+        } else if clean && name.ends_with(".wal.tmp") && !name.ends_with(RECYCLED_SUFFIX) {
             // A segment whose preparation a crash interrupted; never referenced by anything.
             // (Or one a dropped WAL's cancelled task is still finishing: it may vanish meanwhile.)
             match std::fs::remove_file(ent.path()) {
@@ -257,10 +257,47 @@ async fn write_chunk(
     Ok(())
 }
 
-/// Where a released segment waits to be recycled: a `.wal.tmp` name, so a crash leaves nothing
-/// that recovery reads (open removes it).
+const RECYCLED_SUFFIX: &str = ".recycled.wal.tmp";
+
+/// Where a released segment waits to be recycled: a `.wal.tmp` name, never read by recovery.
 pub fn recycle_path(dir: &Path, old_seq: u64) -> PathBuf {
-    dir.join(format!("{old_seq:016x}.recycled.wal.tmp"))
+    dir.join(format!("{old_seq:016x}{RECYCLED_SUFFIX}"))
+}
+
+/// The released segments a previous run left for recycling: up to `keep` files of exactly
+/// `segment_size` bytes are kept (a restart does not free and re-create them); any other is
+/// removed. A file is renamed to its recycle name only after it is closed, whole, and is never
+/// written there, so its size is all there is to check; its bytes are never read as records.
+pub fn recycled_files(
+    dir: &Path,
+    segment_size: u64,
+    keep: usize,
+) -> Result<Vec<PathBuf>, WalError> {
+    let io = |e| WalError::io("list directory", dir, e);
+    let mut found = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(io)? {
+        let ent = ent.map_err(io)?;
+        if ent
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(RECYCLED_SUFFIX))
+        {
+            found.push(ent.path());
+        }
+    }
+    found.sort();
+    let mut kept = Vec::new();
+    for path in found {
+        let len = std::fs::metadata(&path)
+            .map_err(|e| WalError::io("stat", &path, e))?
+            .len();
+        if kept.len() < keep && len == segment_size {
+            kept.push(path);
+        } else {
+            std::fs::remove_file(&path).map_err(|e| WalError::io("remove", &path, e))?;
+        }
+    }
+    Ok(kept)
 }
 
 fn io<'a>(what: &'static str, p: &'a Path) -> impl Fn(glommio::GlommioError<()>) -> WalError + 'a {

@@ -204,6 +204,7 @@ impl Wal {
             let cur = &scans[rep.current];
             (cur.scan.header.seq, cur.scan.valid_end)
         };
+        let pool = segment::recycled_files(&dir, opts.segment_size, RECYCLE_POOL)?;
         let index = rep.index;
         let (sub_last, sub_snapshot) = (index.last(), index.snapshot().index);
         let mut st = State {
@@ -224,7 +225,7 @@ impl Wal {
             failed: None,
             waiters: Vec::new(),
             stats: WalStats::default(),
-            pool: Vec::new(),
+            pool,
         };
         if st.spare.is_none() {
             st.spawn_prepare(current + 1);
