@@ -87,6 +87,7 @@ impl Database {
         let shared = open_shared(Box::new(FileBackend::new(file)), old.options.clone())?;
         let after = shared.backend.len()?;
         self.inner.store(Arc::new(shared));
+        old.retired.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok((before, after))
     }
 }
@@ -119,6 +120,7 @@ impl Database {
             .open(&path)?;
         let shared = open_shared(Box::new(FileBackend::new(file)), old.options.clone())?;
         self.inner.store(Arc::new(shared));
+        old.retired.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }
@@ -130,4 +132,111 @@ fn sync_dir(path: &Path) -> Result<()> {
         .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::btree::backend::{FileBackend, StorageBackend};
+    use crate::btree::{Database, Options};
+    use std::io;
+    use std::os::fd::RawFd;
+    use std::sync::mpsc;
+    use std::thread::ThreadId;
+
+    /// A file backend that reports the thread its descriptor is closed on.
+    struct Reporting {
+        inner: FileBackend,
+        closed: mpsc::Sender<ThreadId>,
+    }
+
+    impl StorageBackend for Reporting {
+        fn len(&self) -> io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.inner.read(offset, buf)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.inner.write(offset, data)
+        }
+        fn sync(&self) -> io::Result<()> {
+            self.inner.sync()
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.inner.set_len(len)
+        }
+        fn map_fd(&self) -> RawFd {
+            self.inner.map_fd()
+        }
+    }
+
+    impl Drop for Reporting {
+        fn drop(&mut self) {
+            let _ = self.closed.send(std::thread::current().id());
+        }
+    }
+
+    /// A database on `path` (created with a few keys) whose current file reports its closing.
+    fn reporting_db(path: &std::path::Path) -> (Database, mpsc::Receiver<ThreadId>) {
+        if !path.exists() {
+            let db = Database::open(path, Options::default()).unwrap();
+            let mut w = db.begin_write().unwrap();
+            w.create_bucket(b"kv").unwrap();
+            for i in 0..1000u32 {
+                w.bucket(b"kv")
+                    .unwrap()
+                    .put(&i.to_be_bytes(), b"v")
+                    .unwrap();
+            }
+            w.commit_durable().unwrap();
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let backend = Reporting {
+            inner: FileBackend::new(file),
+            closed: tx,
+        };
+        let mut db = Database::open_backend(Box::new(backend), Options::default()).unwrap();
+        db.path = Some(path.to_path_buf());
+        (db, rx)
+    }
+
+    #[test]
+    fn a_file_switched_out_is_closed_off_the_thread_that_read_it_last() {
+        // The old file of a defrag has no name left: closing it frees all its blocks (a
+        // synchronous discard on `discard` mounts), which must not happen on an executor whose
+        // read happened to hold the last reference.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let me = std::thread::current().id();
+        let (db, closed) = reporting_db(&path);
+        let reader = db.begin_read();
+        db.compact().unwrap();
+        assert!(closed.try_recv().is_err(), "closed while a reader holds it");
+        drop(reader);
+        let on = closed
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the old file is closed once its last reader is gone");
+        assert_ne!(on, me, "closed on the thread of its last reader");
+        // The new file serves the data.
+        let r = db.begin_read();
+        assert_eq!(
+            r.bucket(b"kv")
+                .unwrap()
+                .unwrap()
+                .get(&7u32.to_be_bytes())
+                .unwrap(),
+            Some(&b"v"[..])
+        );
+        drop(r);
+        // A file still in use is closed where the database is dropped, at once.
+        drop(db);
+        let (db, closed) = reporting_db(&path);
+        drop(db);
+        assert_eq!(closed.try_recv(), Ok(me));
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -104,8 +105,10 @@ pub(crate) struct DurableSlot {
 const RUN_PREFETCH_LINES: usize = 6;
 
 pub(crate) struct Shared {
-    pub backend: Box<dyn StorageBackend>,
-    pub map: Mmap,
+    /// Taken only in `Drop` (see `retired`).
+    pub backend: ManuallyDrop<Box<dyn StorageBackend>>,
+    /// Taken only in `Drop` (see `retired`).
+    pub map: ManuallyDrop<Mmap>,
     pub verified: Verified,
     pub published: ArcSwap<Snapshot>,
     pub writer: Mutex<Option<WriterState>>,
@@ -117,6 +120,32 @@ pub(crate) struct Shared {
     pub durable_idle: Condvar,
     /// Bytes of pages written since the last writeback request or durable commit.
     pub unwritten_back: AtomicU64,
+    /// Set when a defrag or an install switched the database to another file. This file's name
+    /// is gone, so dropping the last reference to it (its descriptor and its mapping) frees all
+    /// its blocks — on a filesystem mounted with `discard`, a synchronous discard as large as the
+    /// file — and the last reference may be a read finishing on an executor. A retired file's
+    /// descriptor and mapping are therefore released on a thread of their own.
+    pub retired: AtomicBool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: `backend` and `map` are taken here only, once, and `self` is not used after
+        // `drop`; nothing else ever takes them.
+        let (backend, map) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.backend),
+                ManuallyDrop::take(&mut self.map),
+            )
+        };
+        let files = (map, backend);
+        if self.retired.load(Ordering::SeqCst) {
+            // If the thread cannot start, the closure (and the files) are dropped right here.
+            let _ = std::thread::Builder::new()
+                .name("keel-btree-release".into())
+                .spawn(move || drop(files));
+        }
+    }
 }
 
 impl Shared {
@@ -325,8 +354,8 @@ pub(crate) fn open_shared(backend: Box<dyn StorageBackend>, options: Options) ->
         hwm: meta.hwm,
     });
     let shared = Shared {
-        backend,
-        map,
+        backend: ManuallyDrop::new(backend),
+        map: ManuallyDrop::new(map),
         verified,
         published: ArcSwap::new(snap.clone()),
         writer: Mutex::new(None),
@@ -335,6 +364,7 @@ pub(crate) fn open_shared(backend: Box<dyn StorageBackend>, options: Options) ->
         durable: Mutex::new(DurableSlot::default()),
         durable_idle: Condvar::new(),
         unwritten_back: AtomicU64::new(0),
+        retired: AtomicBool::new(false),
     };
     let (free, freelist_pages) = load_freelist(&shared, &meta)?;
     let state = WriterState {
