@@ -359,6 +359,46 @@ fn a_failed_segment_removal_fails_the_compaction_and_keeps_the_rest() {
     });
 }
 
+/// A WAL (entries 1..400, snapshot at 300) after a compaction that filled the recycle pool;
+/// returns it with the pooled files' paths.
+async fn with_full_pool(
+    path: &std::path::Path,
+    opts: WalOptions,
+) -> (Wal, Vec<std::path::PathBuf>) {
+    let (wal, before) = snapshotted(path, opts, 400, 300).await;
+    wal.compact(300).await.unwrap();
+    let pooled = before[..2]
+        .iter()
+        .map(|s| keel_raft::wal::recycle_path(path, *s))
+        .collect();
+    (wal, pooled)
+}
+
+/// Appends 20 entries at a time from `next`, each time waiting for the spare, until `want` of
+/// the files with these `inodes` are segments; returns the next index.
+async fn append_until_recycled(
+    wal: &Wal,
+    dir: &std::path::Path,
+    mut next: u64,
+    inodes: &[u64],
+    want: usize,
+) -> u64 {
+    loop {
+        append_range(wal, next, next + 20, 1).await;
+        next += 20;
+        wal.ready_next_segment().await.unwrap();
+        let names = dir_names(dir);
+        let reused = names
+            .iter()
+            .filter(|n| n.ends_with(".wal") && inodes.contains(&inode(&dir.join(n))))
+            .count();
+        if reused == want {
+            return next;
+        }
+        assert!(next < 2000, "pooled files never reused: {names:?}");
+    }
+}
+
 #[test]
 fn released_segments_are_recycled_and_their_old_bytes_never_read_as_records() {
     // After a compaction the next spares are the released files with a new header; their old
@@ -368,38 +408,14 @@ fn released_segments_are_recycled_and_their_old_bytes_never_read_as_records() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let opts = uncached(IoHook::none());
-        let (wal, before) = snapshotted(&path, opts.clone(), 400, 300).await;
-        wal.compact(300).await.unwrap();
-        let pooled: Vec<u64> = before[..2]
-            .iter()
-            .map(|s| inode(&keel_raft::wal::recycle_path(&path, *s)))
-            .collect();
-        // Fill segments until both pooled files have become segments.
-        let mut next = 400;
-        let recycled_segs = loop {
-            append_range(&wal, next, next + 20, 1).await;
-            next += 20;
-            wal.ready_next_segment().await.unwrap();
-            let names = dir_names(&path);
-            let segs: Vec<(String, u64)> = names
-                .iter()
-                .filter(|n| n.ends_with(".wal"))
-                .map(|n| (n.clone(), inode(&path.join(n))))
-                .collect();
-            let reused: Vec<String> = segs
-                .iter()
-                .filter(|(_, ino)| pooled.contains(ino))
-                .map(|(n, _)| n.clone())
-                .collect();
-            if reused.len() == 2 {
-                assert!(
-                    !names.iter().any(|n| n.ends_with(".recycled.wal.tmp")),
-                    "pool emptied: {names:?}"
-                );
-                break reused;
-            }
-            assert!(next < 2000, "pooled files never reused: {names:?}");
-        };
+        let (wal, pooled) = with_full_pool(&path, opts.clone()).await;
+        let inodes: Vec<u64> = pooled.iter().map(|p| inode(p)).collect();
+        let mut next = append_until_recycled(&wal, &path, 400, &inodes, 2).await;
+        let names = dir_names(&path);
+        assert!(
+            !names.iter().any(|n| n.ends_with(".recycled.wal.tmp")),
+            "pool emptied: {names:?}"
+        );
         let first = wal.first_index();
         check_range(&wal, first, next, 1).await;
         drop(wal);
@@ -414,7 +430,6 @@ fn released_segments_are_recycled_and_their_old_bytes_never_read_as_records() {
         check_range(&wal, first, next, 1).await;
         append_range(&wal, next, next + 5, 1).await;
         check_range(&wal, first, next + 5, 1).await;
-        assert!(!recycled_segs.is_empty());
     });
 }
 
@@ -426,32 +441,14 @@ fn the_recycle_pool_survives_a_restart() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let opts = uncached(IoHook::none());
-        let (wal, before) = snapshotted(&path, opts.clone(), 400, 300).await;
-        wal.compact(300).await.unwrap();
-        let pooled: Vec<std::path::PathBuf> = before[..2]
-            .iter()
-            .map(|s| keel_raft::wal::recycle_path(&path, *s))
-            .collect();
+        let (wal, pooled) = with_full_pool(&path, opts.clone()).await;
         let inodes: Vec<u64> = pooled.iter().map(|p| inode(p)).collect();
         drop(wal);
         let wal = Wal::open(&path, opts).await.unwrap();
         for p in &pooled {
             assert!(p.exists(), "{} removed at open", p.display());
         }
-        let mut next = 400;
-        loop {
-            append_range(&wal, next, next + 20, 1).await;
-            next += 20;
-            wal.ready_next_segment().await.unwrap();
-            let reused = dir_names(&path)
-                .iter()
-                .filter(|n| n.ends_with(".wal"))
-                .any(|n| inodes.contains(&inode(&path.join(n))));
-            if reused {
-                break;
-            }
-            assert!(next < 1000, "pooled files not reused after the restart");
-        }
+        let next = append_until_recycled(&wal, &path, 400, &inodes, 1).await;
         check_range(&wal, wal.first_index(), next, 1).await;
     });
 }
