@@ -798,33 +798,30 @@ async fn flush(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
     Ok(())
 }
 
+/// Closes `file` when the WAL holds its only reference; gives it back when a read still holds it.
+async fn close_if_sole(file: Rc<DmaFile>, path: &Path) -> Result<Option<Rc<DmaFile>>, WalError> {
+    match Rc::try_unwrap(file) {
+        Ok(f) => {
+            f.close()
+                .await
+                .map_err(|e| WalError::io("close", path, e.into()))?;
+            Ok(None)
+        }
+        Err(shared) => Ok(Some(shared)),
+    }
+}
+
 /// Closes a released segment and moves its file to its recycle name, returned; gives the
 /// segment back when a read still holds it open (it is then removed instead).
-async fn pool_segment(v: Seg) -> Result<Result<PathBuf, Seg>, WalError> {
-    let Seg {
-        path,
-        file,
-        header,
-        max_index,
-    } = v;
-    let f = match Rc::try_unwrap(file) {
-        Ok(f) => f,
-        Err(file) => {
-            return Ok(Err(Seg {
-                path,
-                file,
-                header,
-                max_index,
-            }))
-        }
-    };
-    f.close()
-        .await
-        .map_err(|e| WalError::io("close", &path, e.into()))?;
-    let dir = path.parent().expect("a segment is in its directory");
-    let to = segment::recycle_path(dir, header.seq);
+async fn pool_segment(mut v: Seg) -> Result<Result<PathBuf, Seg>, WalError> {
+    if let Some(shared) = close_if_sole(v.file, &v.path).await? {
+        v.file = shared;
+        return Ok(Err(v));
+    }
+    let dir = v.path.parent().expect("a segment is in its directory");
+    let to = segment::recycle_path(dir, v.header.seq);
     // A metadata syscall of a few µs; the directory is synced once the compaction is done.
-    std::fs::rename(&path, &to).map_err(|e| WalError::io("rename", &path, e))?;
+    std::fs::rename(&v.path, &to).map_err(|e| WalError::io("rename", &v.path, e))?;
     Ok(Ok(to))
 }
 
@@ -841,11 +838,7 @@ async fn remove_segment(v: Seg, hook: &IoHook) -> Result<(), WalError> {
     let Seg {
         path, file, header, ..
     } = v;
-    if let Ok(f) = Rc::try_unwrap(file) {
-        f.close()
-            .await
-            .map_err(|e| WalError::io("close", &path, e.into()))?;
-    }
+    drop(close_if_sole(file, &path).await?);
     let (hook, seq) = (hook.clone(), header.seq);
     glommio::executor()
         .spawn_blocking(move || {
