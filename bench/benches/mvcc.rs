@@ -74,6 +74,23 @@ fn bench(c: &mut Criterion) {
             w.commit(0).unwrap();
         })
     });
+    // What keel-bench's put does by default (--key-space-size 1, like etcd's tool): every put
+    // rewrites the same key, so each commit appends to the revision tree.
+    g.bench_function("put_256B_one_key_batch_of_100", |b| {
+        let k = key(KEYS / 2);
+        b.iter(|| {
+            let mut w = store.write().unwrap();
+            for _ in 0..100 {
+                w.put(&PutRequest {
+                    key: k.clone(),
+                    value: vec![1; 256],
+                    ..Default::default()
+                })
+                .unwrap();
+            }
+            w.commit(0).unwrap();
+        })
+    });
     g.bench_function("range_1_key", |b| {
         b.iter(|| {
             let r = store.read().unwrap();
