@@ -28,7 +28,11 @@ pub struct Record {
 
 impl Record {
     pub fn to_bytes(&self) -> rkyv::util::AlignedVec {
-        rkyv::to_bytes::<rancor::Error>(self).expect("serializing a record into memory cannot fail")
+        // Sized up front: the archive is the two byte strings plus ~60 bytes of fixed fields,
+        // and growing from empty cost several reallocations per put.
+        let buf = rkyv::util::AlignedVec::with_capacity(self.key.len() + self.value.len() + 96);
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, buf)
+            .expect("serializing a record into memory cannot fail")
     }
 }
 
@@ -78,7 +82,9 @@ pub fn parse_rev(k: &[u8]) -> Option<(i64, i64)> {
 /// escape(key) ‖ 00 01: the prefix every index entry of `key` starts with, and the lower bound
 /// (inclusive) of keys >= `key` in index order.
 pub fn index_prefix(key: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(key.len() + 18);
+    // Every zero byte takes two: sized exactly, so `index_key`'s revision fits without growing.
+    let zeros = key.iter().filter(|&&b| b == 0).count();
+    let mut v = Vec::with_capacity(key.len() + zeros + 18);
     for &b in key {
         v.push(b);
         if b == 0 {

@@ -157,7 +157,7 @@ fn in_bounds(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
 /// deleted after knowing them (false), and the ranges it deleted.
 #[derive(Default)]
 struct PathState {
-    known: std::collections::HashMap<Vec<u8>, bool>,
+    known: ahash::AHashMap<Vec<u8>, bool>,
     deleted: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -811,13 +811,13 @@ impl<'s> KvWrite<'s> {
         }
     }
 
-    fn record_to_kv(r: &Record) -> KeyValue {
+    fn into_kv(r: Record) -> KeyValue {
         KeyValue {
-            key: r.key.clone(),
+            key: r.key,
             create_revision: r.create_revision,
             mod_revision: r.mod_revision,
             version: r.version,
-            value: r.value.clone(),
+            value: r.value,
             lease: r.lease,
         }
     }
@@ -859,10 +859,11 @@ impl<'s> KvWrite<'s> {
             .bucket(INDEX)?
             .put(&index_key(&p.key, main, sub), &[0])?;
         self.txn.bucket(CURRENT)?.put(&p.key, &bytes)?;
-        let prev = prev.as_ref().map(Self::record_to_kv);
+        // The records move into the event and the answer: one copy of prev, none of rec.
+        let prev = prev.map(Self::into_kv);
         self.events.push(Event {
             kind: EventType::Put,
-            kv: Self::record_to_kv(&rec),
+            kv: Self::into_kv(rec),
             prev_kv: prev.clone(),
         });
         Ok(prev)

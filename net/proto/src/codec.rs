@@ -74,6 +74,7 @@ where
     rkyv::access::<T, rancor::Error>(bytes).map_err(|e| ProtoError::InvalidPayload(e.to_string()))
 }
 
+#[cfg(test)]
 pub(crate) fn to_archive<T>(value: &T) -> Result<AlignedVec, ProtoError>
 where
     T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>,
