@@ -10,7 +10,8 @@
 //! once freed it only waits for readers (`pending_fresh[T]`). Without this, a run of visible
 //! commits with no durable one in between could never reuse a page.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use ahash::AHashSet as HashSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::btree::page::{PageId, FIRST_DATA_PAGE};
 

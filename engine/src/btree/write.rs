@@ -19,7 +19,7 @@
 //!   commit is in flight at a time (both would write the same meta slot).
 //! - Any failed write or sync marks the database failed (D2): no further write transactions.
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 use std::ops::Bound;
 use std::sync::{Arc, MutexGuard};
 

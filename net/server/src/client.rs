@@ -5,8 +5,9 @@
 //! confirmed index), proposes writes to the log core and answers them when the apply core
 //! reports them applied, and relays watch streams and lease keepalives.
 
+use ahash::AHashMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};

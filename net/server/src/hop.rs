@@ -21,6 +21,7 @@
 //! has not connected yet, it finds the channel already closed when it does. Without that the
 //! other role waited forever and the process neither served nor exited.
 
+use ahash::AHashMap as HashMap;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::channels::shared_channel::{
     self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
@@ -28,7 +29,6 @@ use glommio::channels::shared_channel::{
 use glommio::GlommioError;
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
