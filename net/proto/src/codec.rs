@@ -71,7 +71,15 @@ where
     if !is_aligned(bytes) {
         return Err(ProtoError::Misaligned(PAYLOAD_ALIGN));
     }
-    rkyv::access::<T, rancor::Error>(bytes).map_err(|e| ProtoError::InvalidPayload(e.to_string()))
+    crate::nested::take_too_deep();
+    rkyv::access::<T, rancor::Error>(bytes).map_err(|e| {
+        // Release builds lose rancor's message; the nesting refusal is still named.
+        if crate::nested::take_too_deep() {
+            ProtoError::InvalidPayload(crate::nested::NestingTooDeep.to_string())
+        } else {
+            ProtoError::InvalidPayload(e.to_string())
+        }
+    })
 }
 
 #[cfg(test)]

@@ -82,6 +82,16 @@ where
 thread_local! {
     /// How many `NestedVec`s the validator on this thread is currently inside.
     static DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// Set when the validator on this thread refused a nesting since [`take_too_deep`] last
+    /// ran: rancor drops an error's message in builds without debug assertions, and the caller
+    /// still owes the client a clear reason.
+    static TOO_DEEP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether a validation on this thread was refused for its nesting since the last call (and
+/// forgets it).
+pub(crate) fn take_too_deep() -> bool {
+    TOO_DEEP.with(|t| t.replace(false))
 }
 
 /// Holds one level of the per-thread nesting count; releases it when dropped (also on error).
@@ -133,6 +143,7 @@ where
     unsafe fn check_bytes(value: *const Self, context: &mut C) -> Result<(), C::Error> {
         // D1: bound the validator's recursion before descending into the nested ops.
         let Some(_guard) = DepthGuard::enter() else {
+            TOO_DEEP.with(|t| t.set(true));
             return Err(C::Error::new(NestingTooDeep));
         };
         // SAFETY: the caller guarantees `value` is aligned and points to enough readable bytes
