@@ -360,18 +360,19 @@ fn a_failed_segment_removal_fails_the_compaction_and_keeps_the_rest() {
 }
 
 /// A WAL (entries 1..400, snapshot at 300) after a compaction that filled the recycle pool;
-/// returns it with the pooled files' paths.
+/// returns it with the pooled files' paths and inodes (a recycled file keeps its inode).
 async fn with_full_pool(
     path: &std::path::Path,
     opts: WalOptions,
-) -> (Wal, Vec<std::path::PathBuf>) {
+) -> (Wal, Vec<std::path::PathBuf>, Vec<u64>) {
     let (wal, before) = snapshotted(path, opts, 400, 300).await;
     wal.compact(300).await.unwrap();
-    let pooled = before[..2]
+    let pooled: Vec<std::path::PathBuf> = before[..2]
         .iter()
         .map(|s| keel_raft::wal::recycle_path(path, *s))
         .collect();
-    (wal, pooled)
+    let inodes = pooled.iter().map(|p| inode(p)).collect();
+    (wal, pooled, inodes)
 }
 
 /// Appends 20 entries at a time from `next`, each time waiting for the spare, until `want` of
@@ -408,8 +409,7 @@ fn released_segments_are_recycled_and_their_old_bytes_never_read_as_records() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let opts = uncached(IoHook::none());
-        let (wal, pooled) = with_full_pool(&path, opts.clone()).await;
-        let inodes: Vec<u64> = pooled.iter().map(|p| inode(p)).collect();
+        let (wal, _, inodes) = with_full_pool(&path, opts.clone()).await;
         let mut next = append_until_recycled(&wal, &path, 400, &inodes, 2).await;
         let names = dir_names(&path);
         assert!(
@@ -441,8 +441,7 @@ fn the_recycle_pool_survives_a_restart() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         let opts = uncached(IoHook::none());
-        let (wal, pooled) = with_full_pool(&path, opts.clone()).await;
-        let inodes: Vec<u64> = pooled.iter().map(|p| inode(p)).collect();
+        let (wal, pooled, inodes) = with_full_pool(&path, opts.clone()).await;
         drop(wal);
         let wal = Wal::open(&path, opts).await.unwrap();
         for p in &pooled {

@@ -307,7 +307,8 @@ impl Node {
         buf
     }
 
-    /// Leaf search: index of the first key >= `key`, and whether it is equal.
+    /// Index of the first key >= `key`, and whether it is equal (leaves directly, branches
+    /// through `child_index`).
     ///
     /// Compares the keys' 8-byte prefixes first (as committed pages do) and tries the last key
     /// before bisecting: the revision tree takes every put past its last key (revisions only
