@@ -359,6 +359,74 @@ fn a_failed_segment_removal_fails_the_compaction_and_keeps_the_rest() {
     });
 }
 
+#[test]
+fn each_released_segment_is_gone_durably_before_the_next_is_touched() {
+    // What survives a crash in the middle of a compaction must be a suffix of the segment chain
+    // (open refuses a gap). On a filesystem that does not order directory updates (ext4 without
+    // a journal) only a directory sync between two removals guarantees that: one sync per
+    // released segment, after its move to the recycle pool or its unlink, before the next.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<IoOp>::new()));
+    let hook = {
+        let seen = seen.clone();
+        IoHook::new(move |op| {
+            if matches!(op, IoOp::Remove { .. } | IoOp::SyncDir { .. }) {
+                seen.lock().unwrap().push(op);
+            }
+            None
+        })
+    };
+    let removed = run(move || async move {
+        let (wal, before) = snapshotted(&path, uncached(hook), 700, 600).await;
+        let released = wal.compact(600).await.unwrap();
+        let after = wal.segments();
+        let removed: Vec<u64> = before.into_iter().filter(|s| !after.contains(s)).collect();
+        assert_eq!(released, removed.len());
+        assert!(released >= 4, "released {released}");
+        removed
+    });
+    // The first two go to the recycle pool (a rename the hook does not see), the rest are
+    // unlinked; each is followed by its directory sync.
+    let mut want = Vec::new();
+    for (k, &seq) in removed.iter().enumerate() {
+        if k >= 2 {
+            want.push(IoOp::Remove { seq });
+        }
+        want.push(IoOp::SyncDir { seq });
+    }
+    assert_eq!(*seen.lock().unwrap(), want);
+}
+
+#[test]
+fn a_failed_directory_sync_stops_the_compaction_before_the_next_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        // The third released segment's sync fails: it is unlinked, the ones after it are not.
+        let opts = uncached(fail_nth(|op| matches!(op, IoOp::SyncDir { .. }), 3));
+        let (wal, before) = snapshotted(&path, opts, 700, 600).await;
+        let err = wal.compact(600).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                WalError::Io {
+                    op: "injected fault",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!keel_raft::wal::segment_path(&path, before[2]).exists());
+        for seq in &before[3..] {
+            assert!(
+                keel_raft::wal::segment_path(&path, *seq).exists(),
+                "segment {seq} touched after the failed sync"
+            );
+        }
+    });
+}
+
 /// A WAL (entries 1..400, snapshot at 300) after a compaction that filled the recycle pool;
 /// returns it with the pooled files' paths and inodes (a recycled file keeps its inode).
 async fn with_full_pool(

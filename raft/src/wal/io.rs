@@ -31,6 +31,12 @@ pub enum IoOp {
         /// Segment.
         seq: u64,
     },
+    /// The fsync of the WAL directory that makes the removal (or move to the recycle pool) of
+    /// released segment `seq` durable, before the next released segment's name is touched.
+    SyncDir {
+        /// The released segment whose removal this sync makes durable.
+        seq: u64,
+    },
     /// A zero-fill write while preparing segment `seq`.
     Prepare {
         /// Segment.
