@@ -337,10 +337,9 @@ pub fn decode_group(b: &[u8], seed: u32) -> Result<Group, DecodeError> {
     {
         return Err(DecodeError::Malformed("no group frame"));
     }
+    // A shorter `b` fails here as truncated; a longer one passed the check above.
     let (kind, payload) = decode_raw(b, seed)?;
-    if kind != RecordKind::Group || payload.len() != GROUP_PAYLOAD_LEN {
-        return Err(DecodeError::Malformed("no group frame"));
-    }
+    debug_assert!(kind == RecordKind::Group && payload.len() == GROUP_PAYLOAD_LEN);
     let body_len = u32_at(payload, 0) as usize;
     let count = u32_at(payload, 4) as usize;
     let body_crc = u32_at(payload, 8);
