@@ -60,10 +60,21 @@ fn main() {
         }
     };
     let stop = node.stop_handle();
-    if let Err(e) = signals::on_shutdown_signal(move |sig| {
-        tracing::info!(signal = sig, "shutting down");
-        stop.stop();
-    }) {
+    if let Err(e) = signals::on_shutdown_signal(
+        move |sig| {
+            tracing::info!(
+                signal = sig,
+                "shutting down (a second signal exits at once)"
+            );
+            stop.stop();
+        },
+        |sig| {
+            // Safe at any point: acknowledged writes are in the WAL, and the state file
+            // recovers from its last durable commit (as after a crash).
+            tracing::warn!(signal = sig, "second signal: exiting without a clean stop");
+            std::process::exit(128 + sig);
+        },
+    ) {
         eprintln!("keel: signal thread: {e}");
         std::process::exit(1);
     }
