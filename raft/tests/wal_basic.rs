@@ -331,32 +331,42 @@ fn a_failed_segment_removal_fails_the_compaction_and_keeps_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let opts = uncached(fail_nth(|op| matches!(op, IoOp::Remove { .. }), 1));
-        let (wal, before) = snapshotted(&path, opts, 700, 600).await;
-        let err = wal.compact(600).await.unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                WalError::Io {
-                    op: "injected fault",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let before = compaction_failing_at(&path, |op| matches!(op, IoOp::Remove { .. }), 1).await;
         // The first two victims went to the recycle pool; the third, whose unlink failed, and
         // every later segment remain.
         for seq in &before[..2] {
             assert!(!keel_raft::wal::segment_path(&path, *seq).exists());
             assert!(keel_raft::wal::recycle_path(&path, *seq).exists());
         }
-        for seq in &before[2..] {
-            assert!(
-                keel_raft::wal::segment_path(&path, *seq).exists(),
-                "segment {seq} removed"
-            );
-        }
+        assert_segments_remain(&path, &before[2..]);
     });
+}
+
+/// Compacts a WAL (entries 1..700, snapshot at 600) whose `n`th I/O operation matching `pred`
+/// fails; checks that the compaction reports that fault and returns the segments before it.
+async fn compaction_failing_at(path: &std::path::Path, pred: OpFilter, n: usize) -> Vec<u64> {
+    let (wal, before) = snapshotted(path, uncached(fail_nth(pred, n)), 700, 600).await;
+    let err = wal.compact(600).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            WalError::Io {
+                op: "injected fault",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    before
+}
+
+fn assert_segments_remain(path: &std::path::Path, seqs: &[u64]) {
+    for seq in seqs {
+        assert!(
+            keel_raft::wal::segment_path(path, *seq).exists(),
+            "segment {seq} removed"
+        );
+    }
 }
 
 #[test]
@@ -404,26 +414,9 @@ fn a_failed_directory_sync_stops_the_compaction_before_the_next_segment() {
     let path = dir.path().to_path_buf();
     run(move || async move {
         // The third released segment's sync fails: it is unlinked, the ones after it are not.
-        let opts = uncached(fail_nth(|op| matches!(op, IoOp::SyncDir { .. }), 3));
-        let (wal, before) = snapshotted(&path, opts, 700, 600).await;
-        let err = wal.compact(600).await.unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                WalError::Io {
-                    op: "injected fault",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let before = compaction_failing_at(&path, |op| matches!(op, IoOp::SyncDir { .. }), 3).await;
         assert!(!keel_raft::wal::segment_path(&path, before[2]).exists());
-        for seq in &before[3..] {
-            assert!(
-                keel_raft::wal::segment_path(&path, *seq).exists(),
-                "segment {seq} touched after the failed sync"
-            );
-        }
+        assert_segments_remain(&path, &before[3..]);
     });
 }
 
