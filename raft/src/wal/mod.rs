@@ -14,8 +14,9 @@
 //! `<old seq>.recycled.wal.tmp`) from which the next spares are made with just a new header; the
 //! rest it closes and unlinks on glommio's blocking pool (freeing their blocks there, not on the
 //! executor). Oldest first, one at a time, with a directory sync after each: what a crash leaves
-//! is always a suffix of the chain, even where the filesystem does not order directory updates. On open, leftover `.wal.tmp` files are removed, except up to two recycle-pool files
-//! of the configured segment size, which stay in the pool.
+//! is always a suffix of the chain, even where the filesystem does not order directory updates.
+//! On open, leftover `.wal.tmp` files are removed, except up to two recycle-pool files of the
+//! configured segment size, which stay in the pool.
 //!
 //! # Byte layout (all integers little-endian, fixed width)
 //!
