@@ -21,7 +21,8 @@
 #   SECS [5]          target length of one run, seconds
 #   SIZES [single three]
 #   CASES [put range-l range-s txn-put watch-latency]
-#   LOADS [1x1 10x100]  conns x clients; HEAVY=1 adds 100x1000
+#   LOADS [1x1 10x100 100x1000]  conns x clients (100x1000: the issue's "where the machine
+#                     allows"; it runs on the 2-CPU development VM); HEAVY=0 drops 100x1000
 #   WATCH_RATE [100]  puts per second in watch-latency (its --total is WATCH_RATE * SECS)
 #   NAME [date -u +%F]  report name under perf/results/ (e.g. NAME=smoke-$(date -u +%F))
 #   RESULTS [perf/results]  where the report goes
@@ -47,8 +48,8 @@ ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 SIZES=${SIZES:-single three}
 CASES=${CASES:-put range-l range-s txn-put watch-latency}
-LOADS=${LOADS:-1x1 10x100}
-if [[ ${HEAVY:-0} == 1 && " $LOADS " != *" 100x1000 "* ]]; then LOADS="$LOADS 100x1000"; fi
+LOADS=${LOADS:-1x1 10x100 100x1000}
+if [[ ${HEAVY:-1} == 0 ]]; then LOADS=$(echo " $LOADS " | sed 's/ 100x1000 / /g' | xargs); fi
 WATCH_RATE=${WATCH_RATE:-100}
 NAME=${NAME:-$(date -u +%F)}
 RESULTS=${RESULTS:-perf/results}
