@@ -228,14 +228,9 @@ fn removing_two_members_lets_the_last_one_commit_alone() {
                 kind: ConfChangeKind::RemoveNode,
                 node_id: gone,
             };
-            let applied = || {
-                rec.lock()
-                    .unwrap()
-                    .confs
-                    .iter()
-                    .any(|(_, d)| *d == cc.encode())
-            };
-            while !applied() {
+            let encoded = cc.encode();
+            let applied = |r: &Recorder| r.confs.iter().any(|(_, d)| *d == encoded);
+            while !applied(&rec.lock().unwrap()) {
                 assert!(
                     std::time::Instant::now() < deadline,
                     "removal of {gone} never applied"
@@ -246,9 +241,7 @@ fn removing_two_members_lets_the_last_one_commit_alone() {
                     c.transfer_leader(keep).expect("queued");
                 }
                 let round = std::time::Instant::now() + Duration::from_millis(500);
-                while !applied() && std::time::Instant::now() < round {
-                    glommio::timer::sleep(Duration::from_millis(2)).await;
-                }
+                until(&rec, round, &applied).await;
             }
         }
     })

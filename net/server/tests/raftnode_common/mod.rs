@@ -16,6 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
+use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -100,6 +101,8 @@ pub struct Recorder {
     pub confs: Vec<(u64, Vec<u8>)>,
     /// First index of each payload.
     pub idx: HashMap<Vec<u8>, u64>,
+    /// Tasks waiting in [`until`] for the next recorded event (woken by the apply thread).
+    pub waiters: Vec<Waker>,
 }
 
 impl Recorder {
@@ -254,11 +257,13 @@ impl Member {
                             s.violations
                                 .push(format!("snapshot {} at {index}", s.applied));
                         }
+                        s.waiters = std::mem::take(&mut rec.waiters);
                         *rec = s;
                     }
                     LogEvent::Dropped { proposals, .. } => rec.dropped += proposals.len() as u64,
                 }
                 a.report_applied(rec.applied, rec.durable());
+                rec.waiters.drain(..).for_each(Waker::wake);
             }
         });
         Member {
@@ -347,6 +352,30 @@ pub fn agreed_leader(ms: &[&Member]) -> Option<NodeId> {
     (l != 0 && ms.iter().all(|m| m.status.leader() == l)).then_some(l)
 }
 
+/// Waits until `cond` holds for `rec` or `deadline` passes; returns whether it holds. The apply
+/// thread wakes the waiting task after every event it records, so this waits on the recorder,
+/// not on a timer (the timer only bounds the wait).
+pub async fn until(
+    rec: &Arc<Mutex<Recorder>>,
+    deadline: Instant,
+    cond: impl Fn(&Recorder) -> bool,
+) -> bool {
+    let holds = std::future::poll_fn(|cx| {
+        let mut r = rec.lock().unwrap();
+        if cond(&r) {
+            return Poll::Ready(true);
+        }
+        r.waiters.push(cx.waker().clone());
+        Poll::Pending
+    });
+    let left = deadline.saturating_duration_since(Instant::now());
+    let expired = async {
+        glommio::timer::Timer::new(left).await;
+        false
+    };
+    futures_lite::future::or(holds, expired).await || cond(&rec.lock().unwrap())
+}
+
 /// Proposes every payload in `datas` through `c`, retrying refused ones, until each is applied
 /// on the proposer's member (observed in `rec`) or `limit` passes. Returns how many were
 /// not (0 on success).
@@ -364,18 +393,12 @@ pub async fn propose_all(
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
         }
-        // Wait for this round to apply locally (a bounded poll); re-propose what did not.
+        // Wait for this round to apply locally; re-propose what did not within the round.
         let round_end = Instant::now() + Duration::from_millis(1500);
-        loop {
-            let missing = {
-                let r = rec.lock().unwrap();
-                left.iter().any(|d| r.index_of(d).is_none())
-            };
-            if !missing || Instant::now() > round_end {
-                break;
-            }
-            glommio::timer::sleep(Duration::from_millis(2)).await;
-        }
+        until(rec, round_end, |r| {
+            left.iter().all(|d| r.index_of(d).is_some())
+        })
+        .await;
         let r = rec.lock().unwrap();
         left.retain(|d| r.index_of(d).is_none());
     }
