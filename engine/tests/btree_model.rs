@@ -3,7 +3,9 @@
 //! values and multi-page keys included), must agree with a `BTreeMap` model at every step:
 //! the visible state after each transaction, the durable state after each reopen, old read
 //! snapshots (held across later commits, so freed pages must not be reused under them, S3), and
-//! `check()` reporting nothing.
+//! `check()` reporting nothing. A transaction may also end parked (its changes invisible until
+//! a later commit or `publish_parked` resumes and publishes them, lost by a reopen); aborting a
+//! transaction that resumed parked changes must stop the database (D2).
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 2,000 here).
 
@@ -36,6 +38,7 @@ enum End {
     Visible,
     Durable,
     Abort,
+    Park,
 }
 
 #[derive(Clone, Debug)]
@@ -44,6 +47,8 @@ enum Op {
     Reopen,
     /// Start a read transaction and keep it until the end of the case.
     HoldReader,
+    /// `Database::publish_parked`.
+    Publish,
 }
 
 fn bucket_name(b: u8) -> Vec<u8> {
@@ -87,11 +92,17 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         12 => (
             prop::collection::vec(change(), 1..80),
-            prop_oneof![3 => Just(End::Visible), 2 => Just(End::Durable), 1 => Just(End::Abort)],
+            prop_oneof![
+                3 => Just(End::Visible),
+                2 => Just(End::Durable),
+                1 => Just(End::Abort),
+                3 => Just(End::Park),
+            ],
         )
             .prop_map(|(c, e)| Op::Txn(c, e)),
         2 => Just(Op::Reopen),
         1 => Just(Op::HoldReader),
+        1 => Just(Op::Publish),
     ]
 }
 
@@ -178,11 +189,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut visible = Model::new();
     let mut durable = Model::new();
     let mut readers: Vec<(ReadTxn, Model)> = Vec::new();
+    // The parked changes (the state a resumed transaction starts from), if any.
+    let mut parked: Option<Model> = None;
     for (step, op) in ops.into_iter().enumerate() {
         match op {
             Op::Txn(changes, end) => {
-                let mut m = visible.clone();
+                let mut m = parked.clone().unwrap_or_else(|| visible.clone());
                 let mut w = db.begin_write().unwrap();
+                prop_assert_eq!(w.resumed(), parked.is_some(), "step {}: resumed", step);
                 for c in changes {
                     match c {
                         Change::Put { bucket, key, value } => {
@@ -244,11 +258,39 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     End::Visible => {
                         w.commit().unwrap();
                         visible = m;
+                        parked = None;
                     }
                     End::Durable => {
                         w.commit_durable().unwrap();
                         visible = m;
                         durable = visible.clone();
+                        parked = None;
+                    }
+                    End::Park => {
+                        w.park();
+                        parked = Some(m);
+                    }
+                    End::Abort if parked.is_some() => {
+                        // The parked changes would be lost: the database stops (D2).
+                        w.abort();
+                        prop_assert!(
+                            db.begin_write().is_err(),
+                            "step {}: writes after losing parked changes",
+                            step
+                        );
+                        assert_snapshot(
+                            &db.begin_read(),
+                            &visible,
+                            &format!("step {step} failed"),
+                        )?;
+                        // Reopen (a reopened handle does not know the old one's readers).
+                        for (r, m) in readers.drain(..) {
+                            assert_snapshot(&r, &m, &format!("step {step} held reader"))?;
+                        }
+                        drop(db);
+                        db = open(&path);
+                        visible = durable.clone();
+                        parked = None;
                     }
                     End::Abort => w.abort(),
                 }
@@ -261,6 +303,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 drop(db);
                 db = open(&path);
                 visible = durable.clone();
+                parked = None;
                 assert_snapshot(&db.begin_read(), &visible, &format!("step {step} reopened"))?;
                 let problems = db.check().unwrap();
                 prop_assert!(
@@ -271,6 +314,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 );
             }
             Op::HoldReader => readers.push((db.begin_read(), visible.clone())),
+            Op::Publish => {
+                prop_assert_eq!(db.has_parked(), parked.is_some());
+                prop_assert_eq!(db.publish_parked().unwrap(), parked.is_some());
+                if let Some(m) = parked.take() {
+                    visible = m;
+                }
+                assert_snapshot(
+                    &db.begin_read(),
+                    &visible,
+                    &format!("step {step} published"),
+                )?;
+            }
         }
         if step % 4 == 0 {
             let problems = db.check().unwrap();

@@ -58,14 +58,22 @@ impl Database {
     /// Defragments the database file in place: compacts into `<file>.compact`, renames it over
     /// the file (atomic; the directory is synced) and switches this handle to it. The file
     /// shrinks to its live size. Returns (size before, size after) in bytes.
+    /// A parked transaction is published first: the copy is of the published state.
     pub fn compact(&self) -> Result<(u64, u64)> {
         let path = self.path.clone().ok_or_else(|| {
             Error::Io(std::io::Error::other(
                 "compaction needs a database opened from a path",
             ))
         })?;
+        self.publish_parked()?;
         let _lock = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.inner.load_full();
+        if self.has_parked() {
+            // Parked between the publish and the lock: the copy would lose it.
+            return Err(Error::Io(std::io::Error::other(
+                "a write transaction was parked while the defrag started",
+            )));
+        }
         // A durable commit syncing outside the writer finishes on the old file first.
         drop(old.wait_durable_idle());
         if old.failed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -96,7 +104,8 @@ impl Database {
     /// Replaces the database with the file at `src` (a complete database, e.g. a Raft snapshot
     /// received from the leader): `src` is opened and verified first (a file that does not open
     /// is refused and nothing changes, D1), then renamed over the database file (atomic; the
-    /// directory is synced) and this handle switches to it. Open readers keep the old file.
+    /// directory is synced) and this handle switches to it. Open readers keep the old file. A
+    /// parked transaction is discarded: the installed state supersedes it.
     pub fn install(&self, src: &Path) -> Result<()> {
         let path = self.path.clone().ok_or_else(|| {
             Error::Io(std::io::Error::other(

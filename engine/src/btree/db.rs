@@ -64,6 +64,8 @@ pub(crate) struct WriterState {
     /// Pages holding the freelist of the last durable commit (freed by the next durable one).
     pub freelist_pages: Vec<PageId>,
     pub file_len: u64,
+    /// A transaction parked without publishing (`WriteTxn::park`); the next one resumes it.
+    pub parked: Option<crate::btree::write::Parked>,
 }
 
 impl WriterState {
@@ -275,7 +277,25 @@ impl Database {
         Ok(WriteTxn::new(lock, shared, state))
     }
 
-    /// Makes the latest visible commit durable. The writer is held only while the commit's
+    /// Publishes a parked transaction's changes (a visible commit); false when none was parked.
+    pub fn publish_parked(&self) -> Result<bool> {
+        let w = self.begin_write()?;
+        if !w.resumed() {
+            w.abort();
+            return Ok(false);
+        }
+        w.commit()?;
+        Ok(true)
+    }
+
+    /// Whether a parked transaction waits to be resumed.
+    pub fn has_parked(&self) -> bool {
+        let shared = self.inner.load_full();
+        let guard = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().is_some_and(|w| w.parked.is_some())
+    }
+
+    /// Makes the latest visible commit durable (a parked transaction's changes included). The writer is held only while the commit's
     /// pages are written; the two syncs (data, then meta: S2) run after it is released, so a
     /// writer on another thread can begin and commit visibly meanwhile (the apply loop never
     /// waits for this method's fdatasyncs). Another durable commit waits for this one.
@@ -374,6 +394,7 @@ pub(crate) fn open_shared(backend: Box<dyn StorageBackend>, options: Options) ->
         txid: meta.txid,
         freelist_pages,
         file_len: len,
+        parked: None,
     };
     *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
     Ok(shared)

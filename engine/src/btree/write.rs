@@ -17,6 +17,12 @@
 //!   later one) completes: at prepare time every page allocated so far stops counting as
 //!   "fresh" (`freelist.rs`), and `durable_seq` moves only when the meta is synced. One durable
 //!   commit is in flight at a time (both would write the same meta slot).
+//! - **Parked** ([`WriteTxn::park`]): nothing is written or published; the changes stay with the
+//!   writer and the next write transaction resumes them (same sequence, same base), so several
+//!   apply batches can share one visible commit. Readers see none of them until a commit (or
+//!   [`crate::btree::Database::publish_parked`]); a defrag publishes them first, an install
+//!   discards them (the installed file supersedes them). A resumed transaction dropped without
+//!   a commit or park loses acknowledged changes, so it marks the database failed (D2).
 //! - Any failed write or sync marks the database failed (D2): no further write transactions.
 
 use ahash::AHashMap as HashMap;
@@ -57,6 +63,10 @@ pub struct WriteTxn<'db> {
     /// in the CPU cache).
     scratch: Vec<u8>,
     fill: usize,
+    /// Carries a parked transaction's changes (see the module comment).
+    resumed: bool,
+    /// Committed, prepared or parked: dropping it is not a loss.
+    done: bool,
 }
 
 /// Bucket catalog value: root page (0 = empty tree) and number of keys.
@@ -74,12 +84,41 @@ pub(crate) fn decode_bucket(v: &[u8]) -> Result<(PageId, u64)> {
     Ok((rd_u64(v, 0), rd_u64(v, 8)))
 }
 
+/// The changes of a parked transaction, kept by the writer until the next one resumes them.
+pub(crate) struct Parked {
+    base: Arc<Snapshot>,
+    seq: u64,
+    arena: Vec<Node>,
+    freed: Vec<(PageId, u64)>,
+    catalog: Option<Child>,
+    buckets: Vec<BucketState>,
+    by_name: HashMap<Vec<u8>, usize>,
+}
+
 impl<'db> WriteTxn<'db> {
     pub(crate) fn new(
         lock: MutexGuard<'db, ()>,
         shared: Arc<Shared>,
-        state: WriterState,
+        mut state: WriterState,
     ) -> WriteTxn<'db> {
+        if let Some(p) = state.parked.take() {
+            return WriteTxn {
+                _lock: lock,
+                shared,
+                state: Some(state),
+                base: p.base,
+                seq: p.seq,
+                arena: p.arena,
+                freed: p.freed,
+                catalog: p.catalog,
+                buckets: p.buckets,
+                by_name: p.by_name,
+                scratch: Vec::new(),
+                fill: PAGE_SIZE / 2,
+                resumed: true,
+                done: false,
+            };
+        }
         let base = shared.published.load_full();
         let seq = base.seq + 1;
         let catalog = (base.catalog != 0).then_some(Child::Page(base.catalog));
@@ -96,7 +135,19 @@ impl<'db> WriteTxn<'db> {
             by_name: HashMap::new(),
             scratch: Vec::new(),
             fill: PAGE_SIZE / 2,
+            resumed: false,
+            done: false,
         }
+    }
+
+    /// Whether this transaction carries the changes of a parked one.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Dirty nodes held in memory (each up to a page): what a park keeps.
+    pub fn dirty_nodes(&self) -> usize {
+        self.arena.len()
     }
 
     /// How full split pages are left for random inserts, in percent (bbolt's fill percent;
@@ -720,6 +771,7 @@ impl<'db> WriteTxn<'db> {
     /// Writes the pages of a durable commit; returns it with its catalog root and high-water
     /// mark, not yet published.
     fn try_prepare_durable(&mut self) -> Result<(PendingDurable, PageId, u64)> {
+        self.done = true;
         // One durable commit in flight at a time: wait for the previous one's syncs.
         {
             let mut d = self.shared.wait_durable_idle();
@@ -760,11 +812,29 @@ impl<'db> WriteTxn<'db> {
         Ok((pending, catalog, hwm))
     }
 
-    /// Discards every change.
+    /// Discards every change. A resumed transaction cannot be aborted: the changes it resumed
+    /// were parked as applied, so losing them marks the database failed (D2).
     pub fn abort(self) {}
+
+    /// Keeps the changes unpublished, unwritten, for the next write transaction to resume; the
+    /// writer is released. Readers keep seeing the last published commit.
+    pub fn park(mut self) {
+        self.done = true;
+        let p = Parked {
+            base: self.base.clone(),
+            seq: self.seq,
+            arena: std::mem::take(&mut self.arena),
+            freed: std::mem::take(&mut self.freed),
+            catalog: self.catalog.take(),
+            buckets: std::mem::take(&mut self.buckets),
+            by_name: std::mem::take(&mut self.by_name),
+        };
+        self.state().parked = Some(p);
+    }
 
     fn finish(mut self, durable: bool) -> Result<()> {
         debug_assert!(!durable, "durable commits go through prepare_durable");
+        self.done = true;
         let r = self
             .write_commit(durable)
             .and_then(|(catalog, _, hwm)| {
@@ -831,6 +901,9 @@ impl<'db> WriteTxn<'db> {
 
 impl Drop for WriteTxn<'_> {
     fn drop(&mut self) {
+        if self.resumed && !self.done {
+            self.shared.fail();
+        }
         // Hand the writer state back. After a failed commit it is not: D2, reopen to write.
         if let Some(state) = self.state.take() {
             if !self.shared.failed.load(std::sync::atomic::Ordering::SeqCst) {
