@@ -368,3 +368,57 @@ fn a_snapshot_file_installs_over_another_store_and_garbage_is_refused() {
     put(&b, "after", b"4").unwrap();
     assert_eq!(b.read().unwrap().revision(), 4);
 }
+
+#[test]
+fn parked_batches_continue_revisions_and_become_visible_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir, "db", 1 << 30);
+    put(&s, "a", b"1").unwrap(); // revision 2, published
+    let range = |key: &str| RangeRequest {
+        key: key.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    for (i, v) in [b"2", b"3"].iter().enumerate() {
+        let mut w = s.write().unwrap();
+        let r = w
+            .put(&PutRequest {
+                key: b"a".to_vec(),
+                value: v.to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.header.revision, 3 + i as i64);
+        // The batch reads what earlier parked batches changed.
+        assert_eq!(w.revision(), 3 + i as i64);
+        w.park(10 + i as u64).unwrap();
+    }
+    // Readers still see revision 2 and the applied index of the last published commit.
+    let r = s.read().unwrap();
+    assert_eq!(r.revision(), 2);
+    assert_eq!(r.range(&range("a")).unwrap().kvs[0].value, b"1");
+    assert_eq!(s.applied_index().unwrap(), 0);
+    assert!(s.publish().unwrap());
+    assert!(!s.publish().unwrap());
+    // The held snapshot keeps its revision; a new one sees both batches.
+    assert_eq!(r.revision(), 2);
+    let r = s.read().unwrap();
+    assert_eq!(r.revision(), 4);
+    let kv = &r.range(&range("a")).unwrap().kvs[0];
+    assert_eq!(
+        (kv.value.as_slice(), kv.version, kv.mod_revision),
+        (&b"3"[..], 3, 4)
+    );
+    assert_eq!(s.applied_index().unwrap(), 11);
+    // A durable sync publishes what is parked, too.
+    let mut w = s.write().unwrap();
+    w.put(&PutRequest {
+        key: b"b".to_vec(),
+        value: b"x".to_vec(),
+        ..Default::default()
+    })
+    .unwrap();
+    w.park(12).unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.read().unwrap().revision(), 5);
+    assert_eq!(s.applied_index().unwrap(), 12);
+}

@@ -3,7 +3,9 @@
 //! - Writes go through one [`KvWrite`] per apply batch (the apply core): every mutating request
 //!   or txn gets the next main revision, every change in it a sub revision (S6). The batch ends
 //!   with [`KvWrite::commit`], which stores the applied Raft index in the same B+tree
-//!   transaction as the changes (S4) and publishes a visible commit.
+//!   transaction as the changes (S4) and publishes a visible commit — or with
+//!   [`KvWrite::park`], which keeps it unpublished for the next batch to continue (one visible
+//!   commit for several batches; [`KvStore::publish`] publishes what is parked).
 //! - Reads run on [`KvRead`] snapshots from any thread, at the revision the snapshot holds.
 //! - Compaction is scheduled by a request (reads below it fail at once, as in etcd) and carried
 //!   out in bounded batches by [`KvStore::compact_step`].
@@ -530,7 +532,13 @@ impl KvStore {
         })
     }
 
-    /// Makes every visible commit durable (the B+tree's durable commit; DESIGN.md §3 step 5).
+    /// Publishes parked batches ([`KvWrite::park`]) to readers; false when none was parked.
+    pub fn publish(&self) -> KvResult<bool> {
+        Ok(self.db.publish_parked()?)
+    }
+
+    /// Makes every applied batch durable, parked ones included (the B+tree's durable commit;
+    /// DESIGN.md §3 step 5).
     pub fn sync(&self) -> KvResult<()> {
         Ok(self.db.sync()?)
     }
@@ -1232,5 +1240,22 @@ impl<'s> KvWrite<'s> {
             .put(META_APPLIED, &applied_index.to_le_bytes())?;
         self.txn.commit()?;
         Ok(())
+    }
+
+    /// Ends the batch like [`KvWrite::commit`] but keeps it unpublished: readers see none of it
+    /// until a later commit or [`KvStore::publish`]; the next [`KvStore::write`] continues from
+    /// it. Nothing is written to the file, so several batches share one visible commit.
+    pub fn park(mut self, applied_index: u64) -> KvResult<()> {
+        self.txn
+            .bucket(META)?
+            .put(META_APPLIED, &applied_index.to_le_bytes())?;
+        self.txn.park();
+        Ok(())
+    }
+
+    /// B+tree nodes changed and not yet written (each up to a page): what parking keeps in
+    /// memory.
+    pub fn dirty_nodes(&self) -> usize {
+        self.txn.dirty_nodes()
     }
 }
