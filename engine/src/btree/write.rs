@@ -145,11 +145,6 @@ impl<'db> WriteTxn<'db> {
         self.resumed
     }
 
-    /// Dirty nodes held in memory (each up to a page): what a park keeps.
-    pub fn dirty_nodes(&self) -> usize {
-        self.arena.len()
-    }
-
     /// How full split pages are left for random inserts, in percent (bbolt's fill percent;
     /// default 50). Appends at the right edge of a node always fill pages completely.
     pub fn set_fill_percent(&mut self, percent: u32) {

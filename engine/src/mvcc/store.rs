@@ -1252,10 +1252,4 @@ impl<'s> KvWrite<'s> {
         self.txn.park();
         Ok(())
     }
-
-    /// B+tree nodes changed and not yet written (each up to a page): what parking keeps in
-    /// memory.
-    pub fn dirty_nodes(&self) -> usize {
-        self.txn.dirty_nodes()
-    }
 }

@@ -24,7 +24,7 @@ use keel_proto as p;
 
 use crate::apply::refusal_error;
 use crate::convert::{self, HeaderCtx};
-use crate::msg::{tagged, ConnId, Query, Reply, ToApply, ToClient};
+use crate::msg::{tagged, ConnId, Query, Reply, ToApply, ToClient, Visibility};
 use crate::raftnode::{ClientHandle, LogStatus, ReadAnswer};
 
 /// How long a write or linearizable read may wait before it is answered "request timed out"
@@ -45,6 +45,9 @@ pub struct ClientConfig {
     pub cluster_token: String,
     /// Set by the apply core while a CORRUPT alarm is active: reads are refused.
     pub corrupt: Arc<std::sync::atomic::AtomicBool>,
+    /// How far the store's published view reaches: a read waits until it covers every write
+    /// already answered (the apply core may park batches).
+    pub vis: Arc<Visibility>,
     pub data_dir: std::path::PathBuf,
 }
 
@@ -101,6 +104,23 @@ struct PendingRead {
     deadline: Instant,
 }
 
+/// Something waiting for the published view to reach an index.
+enum Deferred {
+    Range(PendingRead),
+    /// A request handler awaiting [`Core::fresh`]: woken with `()`, or the sender is dropped
+    /// at its deadline.
+    Wake(LocalSender<()>, Instant),
+}
+
+impl Deferred {
+    fn deadline(&self) -> Instant {
+        match self {
+            Deferred::Range(r) => r.deadline,
+            Deferred::Wake(_, d) => *d,
+        }
+    }
+}
+
 struct Core {
     cfg: ClientConfig,
     log: ClientHandle,
@@ -110,8 +130,12 @@ struct Core {
     conns: RefCell<HashMap<ConnId, Rc<Conn>>>,
     waiting: RefCell<HashMap<u64, (Waiting, Instant)>>,
     reads: RefCell<HashMap<u64, PendingRead>>,
-    ready_reads: RefCell<BTreeMap<u64, Vec<PendingRead>>>,
+    /// Reads (and other handlers) waiting for the published view to reach the key's index.
+    ready_reads: RefCell<BTreeMap<u64, Vec<Deferred>>>,
+    /// The highest index announced by the apply core ([`ToClient::Applied`]).
     applied: Cell<u64>,
+    /// The highest index this core asked the apply core to publish ([`ToApply::Publish`]).
+    requested: Cell<u64>,
 }
 
 fn encode(req_id: u64, more: bool, resp: &p::Response) -> Vec<u8> {
@@ -240,35 +264,64 @@ impl Core {
 
     fn on_applied(&self, index: u64) {
         self.applied.set(self.applied.get().max(index));
-        let ready: Vec<PendingRead> = {
+        let index = self.applied.get().max(self.cfg.vis.published());
+        let ready: Vec<Deferred> = {
             let mut rr = self.ready_reads.borrow_mut();
             let later = rr.split_off(&(index + 1));
-            let now: Vec<PendingRead> = std::mem::replace(&mut *rr, later)
+            let now: Vec<Deferred> = std::mem::replace(&mut *rr, later)
                 .into_values()
                 .flatten()
                 .collect();
             now
         };
-        for r in ready {
-            self.serve_range(r.conn, r.req_id, &r.req);
+        for d in ready {
+            match d {
+                Deferred::Range(r) => self.serve_range(r.conn, r.req_id, &r.req),
+                Deferred::Wake(tx, _) => {
+                    let _ = tx.try_send(());
+                }
+            }
         }
     }
 
-    fn on_read_answers(&self, answers: Vec<ReadAnswer>) {
+    /// Holds `d` until the published view covers `index`, asking the apply core to publish
+    /// what it parked (once per index: its answer, [`ToClient::Applied`], wakes every waiter).
+    async fn defer(&self, index: u64, d: Deferred) {
+        self.ready_reads
+            .borrow_mut()
+            .entry(index)
+            .or_default()
+            .push(d);
+        if index > self.requested.get() {
+            self.requested.set(index);
+            let _ = self.to_apply.send(ToApply::Publish { index }).await;
+        }
+    }
+
+    /// Waits until the published view covers every write answered so far (false: timed out).
+    /// For the handlers that read the store directly (status, hashes, members, alarms,
+    /// snapshots); ranges queue instead of holding their connection's handler.
+    async fn fresh(&self) -> bool {
+        let need = self.cfg.vis.needed();
+        if self.cfg.vis.covers(need) {
+            return true;
+        }
+        let (tx, rx) = local_channel::new_bounded::<()>(1);
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        self.defer(need, Deferred::Wake(tx, deadline)).await;
+        rx.recv().await.is_some()
+    }
+
+    async fn on_read_answers(&self, answers: Vec<ReadAnswer>) {
         for a in answers {
             let Some(r) = self.reads.borrow_mut().remove(&a.ctx) else {
                 continue;
             };
             match a.result {
-                Ok(index) if index <= self.applied.get() => {
+                Ok(index) if self.cfg.vis.covers(index) => {
                     self.serve_range(r.conn, r.req_id, &r.req)
                 }
-                Ok(index) => self
-                    .ready_reads
-                    .borrow_mut()
-                    .entry(index)
-                    .or_default()
-                    .push(r),
+                Ok(index) => self.defer(index, Deferred::Range(r)).await,
                 Err(e) => self.reply(r.conn, r.req_id, false, Err(refusal_error(&e))),
             }
         }
@@ -357,19 +410,23 @@ impl Core {
         let mut rr = self.ready_reads.borrow_mut();
         let mut late = Vec::new();
         for reads in rr.values_mut() {
-            let (gone, keep): (Vec<_>, Vec<_>) = reads.drain(..).partition(|r| r.deadline <= now);
+            let (gone, keep): (Vec<_>, Vec<_>) = reads.drain(..).partition(|d| d.deadline() <= now);
             *reads = keep;
             late.extend(gone);
         }
         rr.retain(|_, v| !v.is_empty());
         drop(rr);
-        for r in late {
-            self.reply(
-                r.conn,
-                r.req_id,
-                false,
-                Err(p::ErrorResponse::new(p::ErrorCode::Timeout)),
-            );
+        for d in late {
+            match d {
+                Deferred::Range(r) => self.reply(
+                    r.conn,
+                    r.req_id,
+                    false,
+                    Err(p::ErrorResponse::new(p::ErrorCode::Timeout)),
+                ),
+                // Dropping the sender wakes the handler with "timed out".
+                Deferred::Wake(..) => {}
+            }
         }
     }
 
@@ -423,14 +480,25 @@ impl Core {
         }
     }
 
-    /// A range: served here when serializable, else after a ReadIndex round (DESIGN.md §4).
-    fn range(&self, conn_id: ConnId, req_id: u64, r: keel_engine::mvcc::RangeRequest) {
+    /// A range: served here when serializable (once the published view covers every write
+    /// answered), else after a ReadIndex round (DESIGN.md §4).
+    async fn range(&self, conn_id: ConnId, req_id: u64, r: keel_engine::mvcc::RangeRequest) {
         if self.cfg.corrupt.load(Ordering::Acquire) {
             let e = p::ErrorResponse::new(p::ErrorCode::Corrupt);
             return self.reply(conn_id, req_id, false, Err(e));
         }
         if r.serializable {
-            return self.serve_range(conn_id, req_id, &r);
+            let need = self.cfg.vis.needed();
+            if self.cfg.vis.covers(need) {
+                return self.serve_range(conn_id, req_id, &r);
+            }
+            let pending = PendingRead {
+                conn: conn_id,
+                req_id,
+                req: r,
+                deadline: Instant::now() + REQUEST_TIMEOUT,
+            };
+            return self.defer(need, Deferred::Range(pending)).await;
         }
         let ctx = self.seq();
         match self.log.read_index(ctx) {
@@ -457,9 +525,23 @@ impl Core {
         more: bool,
         req: p::Request,
     ) {
+        // Handlers that read the store here see every write answered before they started.
+        let reads_store = match &req {
+            p::Request::Status(_)
+            | p::Request::Hash(_)
+            | p::Request::HashKv(_)
+            | p::Request::MemberList(_)
+            | p::Request::Snapshot(_) => true,
+            p::Request::Alarm(a) => matches!(a.action, p::AlarmAction::Get),
+            _ => false,
+        };
+        if reads_store && !self.fresh().await {
+            let e = p::ErrorResponse::new(p::ErrorCode::Timeout);
+            return self.reply(conn_id, req_id, false, Err(e));
+        }
         let h = self.header();
         match req {
-            p::Request::Range(r) => self.range(conn_id, req_id, convert::range_in(r)),
+            p::Request::Range(r) => self.range(conn_id, req_id, convert::range_in(r)).await,
             p::Request::Put(r) => {
                 if r.key.len() + r.value.len() > self.cfg.max_request_bytes as usize {
                     return self.reply(
@@ -796,6 +878,7 @@ pub async fn run(cfg: ClientConfig, io: ClientIo) -> Result<(), String> {
         reads: RefCell::new(HashMap::new()),
         ready_reads: RefCell::new(BTreeMap::new()),
         applied: Cell::new(0),
+        requested: Cell::new(0),
     });
     core.applied.set(core.status().applied());
     let mut tasks = Vec::new();
@@ -819,7 +902,7 @@ pub async fn run(cfg: ClientConfig, io: ClientIo) -> Result<(), String> {
         let core = core.clone();
         tasks.push(glommio::spawn_local(async move {
             while let Some(a) = core.log.next_reads().await {
-                core.on_read_answers(a);
+                core.on_read_answers(a).await;
             }
         }));
     }
@@ -956,7 +1039,7 @@ async fn serve_conn(core: Rc<Core>, stream: TcpStream) {
                     .map_err(|e| p::ProtoError::InvalidPayload(e.to_string())),
             });
             match req {
-                Ok(Incoming::Range(r)) => core.range(id, req_id, r),
+                Ok(Incoming::Range(r)) => core.range(id, req_id, r).await,
                 Ok(Incoming::Owned(req)) => {
                     let c = conn.clone();
                     core.dispatch(&c, id, req_id, more, req).await;

@@ -2,7 +2,7 @@
 //! channels, no mutex on the request path), and the proposal-id scheme that routes a write's
 //! result back to the client core that proposed it.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use keel_engine::watch::WatchCreate;
@@ -29,12 +29,54 @@ pub struct Reply {
     pub resp: Result<p::Response, p::ErrorResponse>,
 }
 
+/// How far the store's published read view reaches, shared by the apply core (which moves it)
+/// and the client cores (which read the store). The apply core may park a batch — applied and
+/// answered, not yet in the published view (one visible commit then covers several batches,
+/// `apply.rs`) — so a read must not be served from the view until it covers every applied
+/// index whose effects anyone may have seen (`acked`): etcd answers reads from state that
+/// includes every write it acknowledged.
+#[derive(Debug, Default)]
+pub struct Visibility {
+    /// The highest applied index whose replies or watch events were handed out (or are about to
+    /// be: it moves before they are sent).
+    acked: AtomicU64,
+    /// The highest applied index the published read view covers.
+    published: AtomicU64,
+}
+
+impl Visibility {
+    /// The index the published view must cover before a read arriving now is served.
+    pub fn needed(&self) -> u64 {
+        self.acked.load(Ordering::Acquire)
+    }
+
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Whether the published view covers `index`.
+    pub fn covers(&self, index: u64) -> bool {
+        self.published() >= index
+    }
+
+    /// Apply core only: the view now covers `index`.
+    pub fn set_published(&self, index: u64) {
+        self.published.fetch_max(index, Ordering::AcqRel);
+    }
+
+    /// Apply core only: effects up to `index` are being handed out.
+    pub fn set_acked(&self, index: u64) {
+        self.acked.fetch_max(index, Ordering::AcqRel);
+    }
+}
+
 /// Apply core → client core.
 #[derive(Debug)]
 pub enum ToClient {
     /// Results of writes this core proposed and of queries it asked.
     Replies(Vec<Reply>),
-    /// The published read view now covers this Raft index (linearizable reads wait for it).
+    /// The published read view now covers this Raft index (reads waiting for it are served;
+    /// sent when the view moves, and to a core that asked with [`ToApply::Publish`]).
     Applied(u64),
     /// A watch response for connection `conn` (counted against the connection's credit).
     Watch {
@@ -82,5 +124,10 @@ pub enum ToApply {
     /// The connection closed: drop its watchers.
     Closed {
         conn: ConnId,
+    },
+    /// A read waits for the published view to cover `index`: publish parked batches (now, or
+    /// once `index` is applied) and answer with [`ToClient::Applied`].
+    Publish {
+        index: u64,
     },
 }

@@ -336,6 +336,7 @@ impl Node {
             to_client_rx.push(r);
         }
         let corrupt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let vis = Arc::new(crate::msg::Visibility::default());
         let mut roles = vec![Role::new("log", cfg.cores.log, move || async move {
             core.run().await.map_err(|e| e.to_string())
         })];
@@ -365,6 +366,7 @@ impl Node {
             peer_book,
             corrupt_check: cfg.corrupt_check,
             corrupt: corrupt.clone(),
+            vis: vis.clone(),
         };
         roles.push(Role::new("apply", cfg.cores.apply, move || async move {
             // A channel connects once both ends have: start every connect at once, so the
@@ -414,6 +416,7 @@ impl Node {
                 max_request_bytes: cfg.max_request_bytes,
                 cluster_token: cfg.cluster_token.clone(),
                 corrupt: corrupt.clone(),
+                vis: vis.clone(),
                 data_dir: dir.clone(),
             };
             roles.push(Role::new(
