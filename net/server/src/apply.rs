@@ -45,17 +45,24 @@ const COMPACT_PAUSE: Duration = Duration::from_millis(10);
 /// How often the apply core's timer runs (durable sync, watch catch-up, leases).
 const TICK: Duration = Duration::from_millis(100);
 /// A batch is parked (applied and answered, not yet published) unless a read waits for it or
-/// the parked batches exceed either bound: they bound the memory parking keeps and the work of
-/// the publish that ends it (on the executor, so every request waits for it). Unbounded, a put
-/// 10/100 run parked ~8,000 entries between durable syncs and each publish took 7-10 ms, which
-/// became every in-flight request's p99.
-const PARK_MAX_ENTRIES: u64 = 256;
+/// the parked batches exceed [`Park::max_entries`] or this many payload bytes: the bounds keep
+/// the memory parking holds and the work of the publish that ends it small (it runs on the
+/// executor, so every request waits for it). Unbounded, a put 10/100 run parked ~8,000 entries
+/// between durable syncs and each publish took 7-10 ms, which became every in-flight request's
+/// p99.
 const PARK_MAX_BYTES: usize = 256 << 10;
-/// After a read asked for a publish, batches are published as they apply (no parking) for this
-/// long: with reads about, each would otherwise wait for its own publish request's round trip
-/// through the apply core (measured: linearizable ranges next to puts at 10/100 lost a third of
-/// their throughput that way). Parking pays off in write-only stretches.
-const READS_ACTIVE: Duration = Duration::from_millis(50);
+
+/// When batches are parked (`--experimental-park-*`).
+#[derive(Clone, Debug)]
+pub struct Park {
+    /// Applied entries kept out of the published view at most (0: publish every batch).
+    pub max_entries: u64,
+    /// After a read asked for a publish, batches are published as they apply for this long:
+    /// with reads about, each would otherwise wait for its own publish request's round trip
+    /// through the apply core (linearizable ranges next to puts at 10/100 lost a third of their
+    /// throughput that way). Parking pays off in write-only stretches.
+    pub after_read: Duration,
+}
 
 /// What the apply core needs; built by `node.rs`.
 pub struct ApplyConfig {
@@ -79,6 +86,7 @@ pub struct ApplyConfig {
     pub corrupt: Arc<std::sync::atomic::AtomicBool>,
     /// How far the published read view reaches (moved here, read by the client cores).
     pub vis: Arc<Visibility>,
+    pub park: Park,
 }
 
 /// The auxiliary bucket of alarms other than NOSPACE: member id (BE) ‖ alarm type → [].
@@ -184,7 +192,7 @@ struct State {
     wanted: u64,
     /// Payload bytes of the entries applied since `visible`.
     parked_bytes: usize,
-    /// Until when batches are published at once (a read asked recently, [`READS_ACTIVE`]).
+    /// Until when batches are published at once (a read asked recently, [`Park::after_read`]).
     reads_until: Instant,
     /// Replies held until physical compaction finishes (CompactionRequest.physical).
     physical_waiters: Vec<(usize, Reply)>,
@@ -906,7 +914,7 @@ async fn apply_entries(
         // replies go out now: the entries are durable in the WAL (S5), and a read is served
         // only once the published view covers every index answered (`Visibility`).
         let read_waits = s.wanted > s.visible || Instant::now() < s.reads_until;
-        let full = last - s.visible > PARK_MAX_ENTRIES || s.parked_bytes > PARK_MAX_BYTES;
+        let full = last - s.visible > s.cfg.park.max_entries || s.parked_bytes > PARK_MAX_BYTES;
         s.applied = last;
         if read_waits || full {
             w.commit(last).map_err(|e| e.to_string())?;
@@ -1346,7 +1354,7 @@ async fn on_client_message(st: &Rc<RefCell<State>>, io: &Shared, core: usize, m:
             let gate = io.store_gate.read().await;
             let r = {
                 let mut s = st.borrow_mut();
-                s.reads_until = Instant::now() + READS_ACTIVE;
+                s.reads_until = Instant::now() + s.cfg.park.after_read;
                 if s.failed.is_some() || s.visible >= index {
                     Ok(())
                 } else if s.applied >= index {

@@ -128,6 +128,24 @@ pub struct Flags {
         default_value = "0"
     )]
     pub corrupt_check_time: String,
+    /// Applied entries the apply core may keep out of the published read view (answered, in the
+    /// WAL, visible to any read that starts later: reads wait for a publish) so several batches
+    /// share one B+tree visible commit; `0` publishes every batch (ARCHITECTURE.md, "Parked
+    /// batches").
+    #[arg(
+        long = "experimental-park-entries",
+        env = "KEEL_PARK_ENTRIES",
+        default_value_t = 256
+    )]
+    pub park_entries: u64,
+    /// For how long after a read asked for a publish every batch is published as it applies,
+    /// in milliseconds (reads then need no publish round trip of their own).
+    #[arg(
+        long = "experimental-park-after-read-ms",
+        env = "KEEL_PARK_AFTER_READ_MS",
+        default_value_t = 50
+    )]
+    pub park_after_read_ms: u64,
     /// Maximum client request size in bytes.
     #[arg(
         long = "max-request-bytes",
@@ -345,6 +363,8 @@ pub struct Config {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub corrupt_check: Option<Duration>,
+    pub park_entries: u64,
+    pub park_after_read: Duration,
     pub quota_bytes: u64,
     pub auto_compaction: AutoCompactionSetting,
     pub max_request_bytes: u32,
@@ -597,6 +617,8 @@ impl Config {
                 "--experimental-corrupt-check-time",
                 &f.corrupt_check_time,
             )?,
+            park_entries: f.park_entries,
+            park_after_read: Duration::from_millis(f.park_after_read_ms),
             quota_bytes: if f.quota_backend_bytes == 0 {
                 2 << 30
             } else {

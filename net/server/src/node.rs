@@ -367,6 +367,10 @@ impl Node {
             corrupt_check: cfg.corrupt_check,
             corrupt: corrupt.clone(),
             vis: vis.clone(),
+            park: crate::apply::Park {
+                max_entries: cfg.park_entries,
+                after_read: cfg.park_after_read,
+            },
         };
         roles.push(Role::new("apply", cfg.cores.apply, move || async move {
             // A channel connects once both ends have: start every connect at once, so the

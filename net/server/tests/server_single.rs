@@ -10,10 +10,20 @@ use keel_proto as p;
 use server_common::*;
 
 fn start(dir: &std::path::Path) -> Server {
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &std::path::Path, extra: &[&str]) -> Server {
     let ports = free_ports(2);
     let client = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
-    Server::start("single", client, dir, single_args(dir, ports[0], ports[1]))
+    let mut args = single_args(dir, ports[0], ports[1]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    Server::start("single", client, dir, args)
 }
+
+/// Parks every batch it may: no publish-as-you-apply window after a read, so each read below
+/// finds the writes before it parked and must wait for them to be published.
+const PARK_ALWAYS: &[&str] = &["--experimental-park-after-read-ms", "0"];
 
 /// A connection to `s` once it has a leader. Reconnects on errors: right after a SIGKILL the
 /// killed process's listening socket can outlive it briefly (io_uring tears down asynchronously)
@@ -88,7 +98,7 @@ fn put_get_and_restart_keep_every_acknowledged_write() {
 #[test]
 fn a_read_sees_every_write_answered_before_it_on_any_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path());
+    let s = start_with(dir.path(), PARK_ALWAYS);
     let mut a = leader(&s);
     let mut b = leader(&s);
     for i in 0..300 {
@@ -126,6 +136,53 @@ fn a_read_sees_every_write_answered_before_it_on_any_connection() {
                 );
             }
         }
+    }
+}
+
+/// A watch event is an acknowledgement too: a read that starts after a watcher saw a change
+/// sees it, even before the writer has its answer.
+#[test]
+fn a_read_sees_what_a_watcher_was_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), PARK_ALWAYS);
+    let mut a = leader(&s);
+    let mut r = leader(&s);
+    let mut w = leader(&s);
+    let create = w
+        .send(
+            &p::Request::Watch(p::WatchRequest::Create(p::WatchCreateRequest {
+                key: b"w".to_vec(),
+                ..Default::default()
+            })),
+            false,
+        )
+        .unwrap();
+    let (id, _, created) = w.recv().unwrap();
+    assert_eq!(id, create);
+    assert!(matches!(created, p::Response::Watch(c) if c.created));
+    for i in 0..100 {
+        let v = format!("v{i}");
+        let put = a
+            .send(
+                &p::Request::Put(p::PutRequest {
+                    key: b"w".to_vec(),
+                    value: v.clone().into_bytes(),
+                    ..Default::default()
+                }),
+                false,
+            )
+            .unwrap();
+        let (_, _, ev) = w.recv().unwrap();
+        let p::Response::Watch(ev) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(ev.events.len(), 1, "round {i}");
+        let rev = ev.events[0].kv.mod_revision;
+        let g = r.get("w", true).unwrap();
+        assert_eq!(g.kvs[0].value, v.as_bytes(), "round {i}");
+        assert_eq!(g.kvs[0].mod_revision, rev, "round {i}");
+        let (id, _, _) = a.recv().unwrap();
+        assert_eq!(id, put);
     }
 }
 
