@@ -132,8 +132,6 @@ struct Core {
     reads: RefCell<HashMap<u64, PendingRead>>,
     /// Reads (and other handlers) waiting for the published view to reach the key's index.
     ready_reads: RefCell<BTreeMap<u64, Vec<Deferred>>>,
-    /// The highest index announced by the apply core ([`ToClient::Applied`]).
-    applied: Cell<u64>,
     /// The highest index this core asked the apply core to publish ([`ToApply::Publish`]).
     requested: Cell<u64>,
 }
@@ -263,8 +261,9 @@ impl Core {
     }
 
     fn on_applied(&self, index: u64) {
-        self.applied.set(self.applied.get().max(index));
-        let index = self.applied.get().max(self.cfg.vis.published());
+        // Only what the apply core published counts: the log core's applied index (its status)
+        // may include parked batches.
+        let index = index.max(self.cfg.vis.published());
         let ready: Vec<Deferred> = {
             let mut rr = self.ready_reads.borrow_mut();
             let later = rr.split_off(&(index + 1));
@@ -877,10 +876,8 @@ pub async fn run(cfg: ClientConfig, io: ClientIo) -> Result<(), String> {
         waiting: RefCell::new(HashMap::new()),
         reads: RefCell::new(HashMap::new()),
         ready_reads: RefCell::new(BTreeMap::new()),
-        applied: Cell::new(0),
         requested: Cell::new(0),
     });
-    core.applied.set(core.status().applied());
     let mut tasks = Vec::new();
     let (ready_tx, ready_rx) = local_channel::new_bounded::<()>(1);
     {
