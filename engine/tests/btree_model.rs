@@ -177,6 +177,21 @@ fn assert_snapshot(r: &ReadTxn, model: &Model, what: &str) -> Result<(), TestCas
     Ok(())
 }
 
+/// Checks and drops the held readers (a reopened handle does not know the old one's readers, so
+/// it may reuse their pages), then reopens the database.
+fn reopen(
+    db: Database,
+    path: &Path,
+    readers: &mut Vec<(ReadTxn, Model)>,
+    step: usize,
+) -> Result<Database, TestCaseError> {
+    for (r, m) in readers.drain(..) {
+        assert_snapshot(&r, &m, &format!("step {step} held reader"))?;
+    }
+    drop(db);
+    Ok(open(path))
+}
+
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let base = if Path::new("/dev/shm").is_dir() {
         tempfile::tempdir_in("/dev/shm")
@@ -283,12 +298,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             &visible,
                             &format!("step {step} failed"),
                         )?;
-                        // Reopen (a reopened handle does not know the old one's readers).
-                        for (r, m) in readers.drain(..) {
-                            assert_snapshot(&r, &m, &format!("step {step} held reader"))?;
-                        }
-                        drop(db);
-                        db = open(&path);
+                        db = reopen(db, &path, &mut readers, step)?;
                         visible = durable.clone();
                         parked = None;
                     }
@@ -297,11 +307,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 assert_snapshot(&db.begin_read(), &visible, &format!("step {step} visible"))?;
             }
             Op::Reopen => {
-                for (r, m) in readers.drain(..) {
-                    assert_snapshot(&r, &m, &format!("step {step} held reader"))?;
-                }
-                drop(db);
-                db = open(&path);
+                db = reopen(db, &path, &mut readers, step)?;
                 visible = durable.clone();
                 parked = None;
                 assert_snapshot(&db.begin_read(), &visible, &format!("step {step} reopened"))?;

@@ -65,7 +65,7 @@ pub(crate) struct WriterState {
     pub freelist_pages: Vec<PageId>,
     pub file_len: u64,
     /// A transaction parked without publishing (`WriteTxn::park`); the next one resumes it.
-    pub parked: Option<crate::btree::write::Parked>,
+    pub parked: Option<crate::btree::write::Changes>,
 }
 
 impl WriterState {

@@ -51,14 +51,7 @@ pub struct WriteTxn<'db> {
     _lock: MutexGuard<'db, ()>,
     shared: Arc<Shared>,
     state: Option<WriterState>,
-    base: Arc<Snapshot>,
-    seq: u64,
-    arena: Vec<Node>,
-    /// Runs (first page, pages) freed by this transaction.
-    freed: Vec<(PageId, u64)>,
-    catalog: Option<Child>,
-    buckets: Vec<BucketState>,
-    by_name: HashMap<Vec<u8>, usize>,
+    ch: Changes,
     /// The buffer each new run is encoded into before it is written (one, reused: it stays hot
     /// in the CPU cache).
     scratch: Vec<u8>,
@@ -84,15 +77,35 @@ pub(crate) fn decode_bucket(v: &[u8]) -> Result<(PageId, u64)> {
     Ok((rd_u64(v, 0), rd_u64(v, 8)))
 }
 
-/// The changes of a parked transaction, kept by the writer until the next one resumes them.
-pub(crate) struct Parked {
+/// A write transaction's changes: what a park hands to the writer state for the next
+/// transaction to resume.
+pub(crate) struct Changes {
+    /// The published snapshot the changes start from, and the sequence they commit at.
     base: Arc<Snapshot>,
     seq: u64,
     arena: Vec<Node>,
+    /// Runs (first page, pages) freed by this transaction.
     freed: Vec<(PageId, u64)>,
     catalog: Option<Child>,
     buckets: Vec<BucketState>,
     by_name: HashMap<Vec<u8>, usize>,
+}
+
+impl Changes {
+    /// No changes yet, on top of `base`.
+    fn on(base: Arc<Snapshot>) -> Changes {
+        let seq = base.seq + 1;
+        let catalog = (base.catalog != 0).then_some(Child::Page(base.catalog));
+        Changes {
+            base,
+            seq,
+            arena: Vec::new(),
+            freed: Vec::new(),
+            catalog,
+            buckets: Vec::new(),
+            by_name: HashMap::new(),
+        }
+    }
 }
 
 impl<'db> WriteTxn<'db> {
@@ -101,41 +114,18 @@ impl<'db> WriteTxn<'db> {
         shared: Arc<Shared>,
         mut state: WriterState,
     ) -> WriteTxn<'db> {
-        if let Some(p) = state.parked.take() {
-            return WriteTxn {
-                _lock: lock,
-                shared,
-                state: Some(state),
-                base: p.base,
-                seq: p.seq,
-                arena: p.arena,
-                freed: p.freed,
-                catalog: p.catalog,
-                buckets: p.buckets,
-                by_name: p.by_name,
-                scratch: Vec::new(),
-                fill: PAGE_SIZE / 2,
-                resumed: true,
-                done: false,
-            };
-        }
-        let base = shared.published.load_full();
-        let seq = base.seq + 1;
-        let catalog = (base.catalog != 0).then_some(Child::Page(base.catalog));
+        let (ch, resumed) = match state.parked.take() {
+            Some(parked) => (parked, true),
+            None => (Changes::on(shared.published.load_full()), false),
+        };
         WriteTxn {
             _lock: lock,
             shared,
             state: Some(state),
-            base,
-            seq,
-            arena: Vec::new(),
-            freed: Vec::new(),
-            catalog,
-            buckets: Vec::new(),
-            by_name: HashMap::new(),
+            ch,
             scratch: Vec::new(),
             fill: PAGE_SIZE / 2,
-            resumed: false,
+            resumed,
             done: false,
         }
     }
@@ -154,9 +144,9 @@ impl<'db> WriteTxn<'db> {
     fn src(&self) -> Source<'_> {
         Source {
             shared: &self.shared,
-            hwm: self.base.hwm,
-            seq: self.base.seq,
-            arena: &self.arena,
+            hwm: self.ch.base.hwm,
+            seq: self.ch.base.seq,
+            arena: &self.ch.arena,
         }
     }
 
@@ -164,22 +154,22 @@ impl<'db> WriteTxn<'db> {
     // Buckets
 
     fn find_bucket(&mut self, name: &[u8]) -> Result<Option<usize>> {
-        if let Some(&i) = self.by_name.get(name) {
-            return Ok((!self.buckets[i].deleted).then_some(i));
+        if let Some(&i) = self.ch.by_name.get(name) {
+            return Ok((!self.ch.buckets[i].deleted).then_some(i));
         }
-        let Some(v) = self.src().get(self.catalog, name)? else {
+        let Some(v) = self.src().get(self.ch.catalog, name)? else {
             return Ok(None);
         };
         let (root, len) = decode_bucket(v)?;
-        let i = self.buckets.len();
-        self.buckets.push(BucketState {
+        let i = self.ch.buckets.len();
+        self.ch.buckets.push(BucketState {
             name: name.to_vec(),
             root: (root != 0).then_some(Child::Page(root)),
             len,
             dirty: false,
             deleted: false,
         });
-        self.by_name.insert(name.to_vec(), i);
+        self.ch.by_name.insert(name.to_vec(), i);
         Ok(Some(i))
     }
 
@@ -195,11 +185,11 @@ impl<'db> WriteTxn<'db> {
             dirty: true,
             deleted: false,
         };
-        match self.by_name.get(name) {
-            Some(&i) => self.buckets[i] = st,
+        match self.ch.by_name.get(name) {
+            Some(&i) => self.ch.buckets[i] = st,
             None => {
-                self.by_name.insert(name.to_vec(), self.buckets.len());
-                self.buckets.push(st);
+                self.ch.by_name.insert(name.to_vec(), self.ch.buckets.len());
+                self.ch.buckets.push(st);
             }
         }
         Ok(())
@@ -218,10 +208,10 @@ impl<'db> WriteTxn<'db> {
         let i = self
             .find_bucket(name)?
             .ok_or_else(|| Error::BucketNotFound(name.to_vec()))?;
-        if let Some(root) = self.buckets[i].root.take() {
+        if let Some(root) = self.ch.buckets[i].root.take() {
             self.free_subtree(root, 0)?;
         }
-        let b = &mut self.buckets[i];
+        let b = &mut self.ch.buckets[i];
         b.deleted = true;
         b.dirty = true;
         b.len = 0;
@@ -245,10 +235,10 @@ impl<'db> WriteTxn<'db> {
             }
         }
         if let Child::Page(p) = c {
-            let (_, h) = self.shared.run(p, self.base.hwm, self.base.seq)?;
-            self.freed.push((p, h.run_pages()));
+            let (_, h) = self.shared.run(p, self.ch.base.hwm, self.ch.base.seq)?;
+            self.ch.freed.push((p, h.run_pages()));
         }
-        self.freed.extend(overflow);
+        self.ch.freed.extend(overflow);
         for ch in children {
             self.free_subtree(ch, depth + 1)?;
         }
@@ -258,7 +248,7 @@ impl<'db> WriteTxn<'db> {
     pub fn bucket_names(&self) -> Result<Vec<Vec<u8>>> {
         let mut names = Vec::new();
         let mut r = Range::new(
-            Cursor::new(self.src(), self.catalog),
+            Cursor::new(self.src(), self.ch.catalog),
             Bound::Unbounded,
             Bound::Unbounded,
             false,
@@ -266,14 +256,15 @@ impl<'db> WriteTxn<'db> {
         for kv in &mut r {
             let (k, _) = kv?;
             if !self
+                .ch
                 .by_name
                 .get(k)
-                .is_some_and(|&i| self.buckets[i].deleted)
+                .is_some_and(|&i| self.ch.buckets[i].deleted)
             {
                 names.push(k.to_vec());
             }
         }
-        for b in &self.buckets {
+        for b in &self.ch.buckets {
             if !b.deleted && !names.contains(&b.name) {
                 names.push(b.name.clone());
             }
@@ -284,8 +275,8 @@ impl<'db> WriteTxn<'db> {
 
     /// The root of a bucket as this transaction sees it, without caching it (so `&self`).
     fn peek_root(&self, name: &[u8]) -> Result<Option<Child>> {
-        if let Some(&i) = self.by_name.get(name) {
-            let b = &self.buckets[i];
+        if let Some(&i) = self.ch.by_name.get(name) {
+            let b = &self.ch.buckets[i];
             return if b.deleted {
                 Err(Error::BucketNotFound(name.to_vec()))
             } else {
@@ -294,7 +285,7 @@ impl<'db> WriteTxn<'db> {
         }
         let v = self
             .src()
-            .get(self.catalog, name)?
+            .get(self.ch.catalog, name)?
             .ok_or_else(|| Error::BucketNotFound(name.to_vec()))?;
         let (root, _) = decode_bucket(v)?;
         Ok((root != 0).then_some(Child::Page(root)))
@@ -342,7 +333,7 @@ impl<'db> WriteTxn<'db> {
         match c {
             Child::Node(id) => Ok(id),
             Child::Page(pid) => {
-                let (run, h) = self.shared.run(pid, self.base.hwm, self.base.seq)?;
+                let (run, h) = self.shared.run(pid, self.ch.base.hwm, self.ch.base.seq)?;
                 if !matches!(h.kind, Kind::Leaf | Kind::Branch) {
                     return Err(corrupted(
                         pid,
@@ -350,9 +341,9 @@ impl<'db> WriteTxn<'db> {
                     ));
                 }
                 let node = Node::decode(&crate::btree::page::NodePage::new(run, &h));
-                self.freed.push((pid, h.run_pages()));
-                self.arena.push(node);
-                Ok(self.arena.len() - 1)
+                self.ch.freed.push((pid, h.run_pages()));
+                self.ch.arena.push(node);
+                Ok(self.ch.arena.len() - 1)
             }
         }
     }
@@ -361,20 +352,20 @@ impl<'db> WriteTxn<'db> {
     fn touch_path(&mut self, root: &mut Option<Child>, key: &[u8]) -> Result<NodeId> {
         let mut id = match *root {
             None => {
-                self.arena.push(Node::new_leaf());
-                self.arena.len() - 1
+                self.ch.arena.push(Node::new_leaf());
+                self.ch.arena.len() - 1
             }
             Some(c) => self.touch(c)?,
         };
         *root = Some(Child::Node(id));
         for _ in 0..MAX_DEPTH {
-            if self.arena[id].leaf {
+            if self.ch.arena[id].leaf {
                 return Ok(id);
             }
-            let i = self.arena[id].child_index(key);
-            let c = self.arena[id].children[i];
+            let i = self.ch.arena[id].child_index(key);
+            let c = self.ch.arena[id].children[i];
             let cid = self.touch(c)?;
-            self.arena[id].children[i] = Child::Node(cid);
+            self.ch.arena[id].children[i] = Child::Node(cid);
             id = cid;
         }
         Err(corrupted(0, "tree too deep"))
@@ -382,7 +373,8 @@ impl<'db> WriteTxn<'db> {
 
     fn free_value(&mut self, v: &Val) {
         if let Val::Overflow { page, len } = v {
-            self.freed
+            self.ch
+                .freed
                 .push((*page, pages_for(HEADER_SIZE + len) as u64));
         }
     }
@@ -390,7 +382,7 @@ impl<'db> WriteTxn<'db> {
     /// Inserts or replaces; returns true if the key is new.
     fn tree_put(&mut self, root: &mut Option<Child>, key: &[u8], value: &[u8]) -> Result<bool> {
         let leaf = self.touch_path(root, key)?;
-        let n = &mut self.arena[leaf];
+        let n = &mut self.ch.arena[leaf];
         match n.search(key) {
             (i, true) => {
                 let old = std::mem::replace(&mut n.vals[i], Val::new(value));
@@ -412,7 +404,7 @@ impl<'db> WriteTxn<'db> {
             return Ok(false);
         }
         let leaf = self.touch_path(root, key)?;
-        let n = &mut self.arena[leaf];
+        let n = &mut self.ch.arena[leaf];
         let (i, found) = n.search(key);
         debug_assert!(found);
         n.append = false;
@@ -514,62 +506,62 @@ impl<'db> WriteTxn<'db> {
 
     /// Merges small dirty children with a sibling and drops empty ones, bottom-up.
     fn rebalance(&mut self, id: NodeId) -> Result<()> {
-        if self.arena[id].leaf {
+        if self.ch.arena[id].leaf {
             return Ok(());
         }
-        for i in 0..self.arena[id].children.len() {
-            if let Child::Node(c) = self.arena[id].children[i] {
+        for i in 0..self.ch.arena[id].children.len() {
+            if let Child::Node(c) = self.ch.arena[id].children[i] {
                 self.rebalance(c)?;
             }
         }
         let min = PAGE_SIZE / 4;
         let mut i = 0;
-        while i < self.arena[id].children.len() {
-            let Child::Node(c) = self.arena[id].children[i] else {
+        while i < self.ch.arena[id].children.len() {
+            let Child::Node(c) = self.ch.arena[id].children[i] else {
                 i += 1;
                 continue;
             };
-            if self.arena[c].len() == 0 {
-                self.arena[id].children.remove(i);
-                self.arena[id].keys.remove(i);
+            if self.ch.arena[c].len() == 0 {
+                self.ch.arena[id].children.remove(i);
+                self.ch.arena[id].keys.remove(i);
                 continue;
             }
-            if self.arena[c].size() >= min || self.arena[id].children.len() < 2 {
+            if self.ch.arena[c].size() >= min || self.ch.arena[id].children.len() < 2 {
                 i += 1;
                 continue;
             }
             // Merge child i with its right sibling (or the left one for the last child).
-            let (l, r) = if i + 1 < self.arena[id].children.len() {
+            let (l, r) = if i + 1 < self.ch.arena[id].children.len() {
                 (i, i + 1)
             } else {
                 (i - 1, i)
             };
-            let lc = self.arena[id].children[l];
-            let rc = self.arena[id].children[r];
+            let lc = self.ch.arena[id].children[l];
+            let rc = self.ch.arena[id].children[r];
             let lid = self.touch(lc)?;
             let rid = self.touch(rc)?;
-            if self.arena[lid].leaf != self.arena[rid].leaf {
+            if self.ch.arena[lid].leaf != self.ch.arena[rid].leaf {
                 return Err(corrupted(0, "siblings at different levels"));
             }
-            let right = std::mem::take(&mut self.arena[rid]);
-            let left = &mut self.arena[lid];
+            let right = std::mem::take(&mut self.ch.arena[rid]);
+            let left = &mut self.ch.arena[lid];
             left.append = false;
             if !left.leaf {
                 // The right node's first separator may be stale; the parent's key is exact
                 // enough (it bounds the right subtree from below).
                 let mut keys = right.keys;
                 if let Some(k0) = keys.first_mut() {
-                    *k0 = self.arena[id].keys[r].clone();
+                    *k0 = self.ch.arena[id].keys[r].clone();
                 }
-                self.arena[lid].keys.extend(keys);
-                self.arena[lid].children.extend(right.children);
+                self.ch.arena[lid].keys.extend(keys);
+                self.ch.arena[lid].children.extend(right.children);
             } else {
                 left.keys.extend(right.keys);
                 left.vals.extend(right.vals);
             }
-            self.arena[id].children[l] = Child::Node(lid);
-            self.arena[id].children.remove(r);
-            self.arena[id].keys.remove(r);
+            self.ch.arena[id].children[l] = Child::Node(lid);
+            self.ch.arena[id].children.remove(r);
+            self.ch.arena[id].keys.remove(r);
             i = l;
         }
         Ok(())
@@ -577,14 +569,14 @@ impl<'db> WriteTxn<'db> {
 
     /// Writes a dirty node (and below it) to new pages; returns (first key, page) per piece.
     fn spill(&mut self, id: NodeId) -> Result<Vec<(Buf, PageId)>> {
-        let mut node = std::mem::take(&mut self.arena[id]);
+        let mut node = std::mem::take(&mut self.ch.arena[id]);
         let mut append_only = node.append;
         if node.leaf {
             for v in node.vals.iter_mut() {
                 if let Val::Big(data) = v {
                     let pages = pages_for(HEADER_SIZE + data.len()) as u64;
                     let p = self.alloc(pages)?;
-                    self.write_run(p, &encode_overflow(data, p, self.seq))?;
+                    self.write_run(p, &encode_overflow(data, p, self.ch.seq))?;
                     *v = Val::Overflow {
                         page: p,
                         len: data.len(),
@@ -625,7 +617,7 @@ impl<'db> WriteTxn<'db> {
             let pages = pages_for(node.size_of(a, b)) as u64;
             let p = self.alloc_for(pages, !node.leaf)?;
             let buf = std::mem::take(&mut self.scratch);
-            let buf = node.encode_into(a, b, p, self.seq, buf);
+            let buf = node.encode_into(a, b, p, self.ch.seq, buf);
             let written = self.write_run(p, &buf);
             self.scratch = buf;
             written?;
@@ -644,7 +636,7 @@ impl<'db> WriteTxn<'db> {
         self.rebalance(id)?;
         // A branch root with a single child is replaced by that child.
         loop {
-            let n = &self.arena[id];
+            let n = &self.ch.arena[id];
             if n.leaf || n.children.len() != 1 {
                 break;
             }
@@ -661,14 +653,14 @@ impl<'db> WriteTxn<'db> {
                 _ => {
                     let (keys, pages): (Vec<_>, Vec<_>) = pieces.into_iter().unzip();
                     let children = pages.into_iter().map(Child::Page).collect();
-                    self.arena.push(Node {
+                    self.ch.arena.push(Node {
                         leaf: false,
                         keys,
                         vals: Vec::new(),
                         children,
                         append: true,
                     });
-                    let nid = self.arena.len() - 1;
+                    let nid = self.ch.arena.len() - 1;
                     pieces = self.spill(nid)?;
                 }
             }
@@ -677,7 +669,7 @@ impl<'db> WriteTxn<'db> {
 
     /// Writes the durable freelist chain; returns (head, id count).
     fn spill_freelist(&mut self) -> Result<(PageId, u64)> {
-        let seq = self.seq;
+        let seq = self.ch.seq;
         let st = self.state();
         let old = std::mem::take(&mut st.freelist_pages);
         for p in old {
@@ -778,7 +770,7 @@ impl<'db> WriteTxn<'db> {
         let mut pending = PendingDurable {
             shared: self.shared.clone(),
             txid: 0,
-            seq: self.seq,
+            seq: self.ch.seq,
             meta: Box::new([0u8; PAGE_SIZE]),
             armed: true,
         };
@@ -794,7 +786,7 @@ impl<'db> WriteTxn<'db> {
         pending.txid = txid;
         *pending.meta = Meta {
             txid,
-            seq: self.seq,
+            seq: self.ch.seq,
             catalog,
             freelist,
             free_count,
@@ -815,16 +807,9 @@ impl<'db> WriteTxn<'db> {
     /// writer is released. Readers keep seeing the last published commit.
     pub fn park(mut self) {
         self.done = true;
-        let p = Parked {
-            base: self.base.clone(),
-            seq: self.seq,
-            arena: std::mem::take(&mut self.arena),
-            freed: std::mem::take(&mut self.freed),
-            catalog: self.catalog.take(),
-            buckets: std::mem::take(&mut self.buckets),
-            by_name: std::mem::take(&mut self.by_name),
-        };
-        self.state().parked = Some(p);
+        let empty = Changes::on(self.ch.base.clone());
+        let changes = std::mem::replace(&mut self.ch, empty);
+        self.state().parked = Some(changes);
     }
 
     fn finish(mut self, durable: bool) -> Result<()> {
@@ -850,25 +835,25 @@ impl<'db> WriteTxn<'db> {
     #[allow(clippy::type_complexity)]
     fn write_commit(&mut self, durable: bool) -> Result<(PageId, Option<(PageId, u64)>, u64)> {
         // 1. Spill dirty buckets and record them in the catalog.
-        for i in 0..self.buckets.len() {
-            if !self.buckets[i].dirty {
+        for i in 0..self.ch.buckets.len() {
+            if !self.ch.buckets[i].dirty {
                 continue;
             }
-            let name = self.buckets[i].name.clone();
-            let mut catalog = self.catalog;
-            if self.buckets[i].deleted {
+            let name = self.ch.buckets[i].name.clone();
+            let mut catalog = self.ch.catalog;
+            if self.ch.buckets[i].deleted {
                 self.tree_delete(&mut catalog, &name)?;
             } else {
-                let root = self.spill_tree(self.buckets[i].root)?;
-                let rec = encode_bucket(root, self.buckets[i].len);
+                let root = self.spill_tree(self.ch.buckets[i].root)?;
+                let rec = encode_bucket(root, self.ch.buckets[i].len);
                 self.tree_put(&mut catalog, &name, &rec)?;
             }
-            self.catalog = catalog;
+            self.ch.catalog = catalog;
         }
-        let catalog = self.spill_tree(self.catalog)?;
+        let catalog = self.spill_tree(self.ch.catalog)?;
         // 2. Freed runs wait for readers and durability (S3).
-        let seq = self.seq;
-        let freed = std::mem::take(&mut self.freed);
+        let seq = self.ch.seq;
+        let freed = std::mem::take(&mut self.ch.freed);
         for (p, n) in freed {
             self.state().alloc.release(seq, p, n);
         }
@@ -885,7 +870,7 @@ impl<'db> WriteTxn<'db> {
     /// Makes the commit the one new readers see.
     fn publish(&mut self, catalog: PageId, hwm: u64) {
         let snap = Arc::new(Snapshot {
-            seq: self.seq,
+            seq: self.ch.seq,
             catalog,
             hwm,
         });
@@ -971,9 +956,9 @@ impl BucketMut<'_, '_> {
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         check_key(key)?;
         check_value(value)?;
-        let mut root = self.txn.buckets[self.idx].root;
+        let mut root = self.txn.ch.buckets[self.idx].root;
         let new = self.txn.tree_put(&mut root, key, value)?;
-        let b = &mut self.txn.buckets[self.idx];
+        let b = &mut self.txn.ch.buckets[self.idx];
         b.root = root;
         b.dirty = true;
         b.len += new as u64;
@@ -982,10 +967,10 @@ impl BucketMut<'_, '_> {
 
     /// Removes `key`; returns whether it was there.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool> {
-        let mut root = self.txn.buckets[self.idx].root;
+        let mut root = self.txn.ch.buckets[self.idx].root;
         let found = self.txn.tree_delete(&mut root, key)?;
         if found {
-            let b = &mut self.txn.buckets[self.idx];
+            let b = &mut self.txn.ch.buckets[self.idx];
             b.root = root;
             b.dirty = true;
             b.len -= 1;
@@ -994,12 +979,12 @@ impl BucketMut<'_, '_> {
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<&[u8]>> {
-        self.txn.src().get(self.txn.buckets[self.idx].root, key)
+        self.txn.src().get(self.txn.ch.buckets[self.idx].root, key)
     }
 
     /// Number of keys.
     pub fn len(&self) -> u64 {
-        self.txn.buckets[self.idx].len
+        self.txn.ch.buckets[self.idx].len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1010,7 +995,7 @@ impl BucketMut<'_, '_> {
     /// transaction's changes.
     pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool) -> Range<'_> {
         Range::new(
-            Cursor::new(self.txn.src(), self.txn.buckets[self.idx].root),
+            Cursor::new(self.txn.src(), self.txn.ch.buckets[self.idx].root),
             start,
             end,
             reverse,
