@@ -1352,10 +1352,13 @@ async fn on_client_message(st: &Rc<RefCell<State>>, io: &Shared, core: usize, m:
         }
         ToApply::Publish { index } => {
             let gate = io.store_gate.read().await;
+            // Covered already: the asking core read the view just before it moved (and may
+            // have been told already); nothing moves now, so answer it directly.
+            let covered = st.borrow().visible >= index;
             let r = {
                 let mut s = st.borrow_mut();
                 s.reads_until = Instant::now() + s.cfg.park.after_read;
-                if s.failed.is_some() || s.visible >= index {
+                if s.failed.is_some() || covered {
                     Ok(())
                 } else if s.applied >= index {
                     publish_parked(&mut s)
@@ -1371,13 +1374,12 @@ async fn on_client_message(st: &Rc<RefCell<State>>, io: &Shared, core: usize, m:
                 st.borrow_mut().failed = Some(e);
                 return;
             }
-            announce_visible(st, io).await;
-            // The asking core may have read the view just before it moved, and been told
-            // already: answer it directly too.
-            let v = st.borrow().visible;
-            if v >= index {
+            if covered {
+                let v = st.borrow().visible;
                 let _ = io.to_clients[core].send(ToClient::Applied(v)).await;
             }
+            // A publish made now reaches every core (the asking one included) this way.
+            announce_visible(st, io).await;
         }
         ToApply::Query { seq, query } => {
             let resp = answer_query(st, io, query).await;

@@ -297,14 +297,20 @@ impl Core {
         }
     }
 
+    /// The index a read starting now must wait for, if the published view does not cover
+    /// every write answered so far.
+    fn stale(&self) -> Option<u64> {
+        let need = self.cfg.vis.needed();
+        (!self.cfg.vis.covers(need)).then_some(need)
+    }
+
     /// Waits until the published view covers every write answered so far (false: timed out).
     /// For the handlers that read the store directly (status, hashes, members, alarms,
     /// snapshots); ranges queue instead of holding their connection's handler.
     async fn fresh(&self) -> bool {
-        let need = self.cfg.vis.needed();
-        if self.cfg.vis.covers(need) {
+        let Some(need) = self.stale() else {
             return true;
-        }
+        };
         let (tx, rx) = local_channel::new_bounded::<()>(1);
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         self.defer(need, Deferred::Wake(tx, deadline)).await;
@@ -487,10 +493,9 @@ impl Core {
             return self.reply(conn_id, req_id, false, Err(e));
         }
         if r.serializable {
-            let need = self.cfg.vis.needed();
-            if self.cfg.vis.covers(need) {
+            let Some(need) = self.stale() else {
                 return self.serve_range(conn_id, req_id, &r);
-            }
+            };
             let pending = PendingRead {
                 conn: conn_id,
                 req_id,
