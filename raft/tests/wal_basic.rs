@@ -4,12 +4,12 @@
 mod wal_common;
 
 use keel_raft::wal::{
-    HardState, IoHook, IoOp, SnapshotMarker, SyncMode, Wal, WalError, WalOptions,
+    HardState, IoHook, IoOp, SnapshotMarker, SyncMode, Wal, WalError, WalOptions, MIN_SEGMENT_SIZE,
 };
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use wal_common::{entry, run, small};
+use wal_common::{append_in_overlapping_pairs, entry, groups_on_disk, run, small};
 
 async fn append_range(wal: &Wal, lo: u64, hi: u64, term: u64) {
     for i in lo..hi {
@@ -105,6 +105,46 @@ fn concurrent_appenders_share_groups_with(coalesce: bool) {
         let wal = Wal::open(&path, WalOptions::default()).await.unwrap();
         check_range(&wal, 1, 201, 1).await;
     });
+}
+
+#[test]
+fn a_group_goes_out_while_the_one_before_is_in_flight_and_both_resolve_in_order() {
+    for overlap_groups in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let groups = run(move || async move {
+            // Small segments: the pairs cross rollovers, which wait for the group in flight.
+            let opts = WalOptions {
+                overlap_groups,
+                ..small(MIN_SEGMENT_SIZE)
+            };
+            let wal = Wal::open(&path, opts.clone()).await.unwrap();
+            append_in_overlapping_pairs(&wal, 1, 20).await;
+            assert_eq!(wal.last_index(), 40);
+            assert_eq!(wal.stats().groups, 40, "one group per append");
+            wal.close().await;
+            let groups = groups_on_disk(&path).await;
+            let wal = Wal::open(&path, opts).await.unwrap();
+            check_range(&wal, 1, 41, 1).await;
+            groups
+        });
+        assert!(
+            groups.last().unwrap().0 >= 3,
+            "crossed at least two rollovers"
+        );
+        let overlapped = groups.iter().filter(|g| g.3).count();
+        if overlap_groups {
+            // Each pair's second group is cut while the first is unpublished.
+            assert!(overlapped >= 10, "{overlapped} of 40 groups overlapped");
+            for (k, g) in groups.iter().enumerate() {
+                if k == 0 || groups[k - 1].0 != g.0 {
+                    assert!(!g.3, "a segment's first group follows nothing in flight");
+                }
+            }
+        } else {
+            assert_eq!(overlapped, 0, "one group at a time never overlaps");
+        }
+    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use keel_raft::wal::{
 };
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use wal_common::{entry, run, small};
+use wal_common::{append_in_overlapping_pairs, entry, groups_on_disk, run, small};
 
 /// Writes entries `1..=n` to a fresh WAL, one group each; returns (seq, group offset, group
 /// length) for every group in the directory, in order.
@@ -96,6 +96,89 @@ fn expect_corrupt(r: Result<(u64, u64), WalError>, segment: &Path, offset: u64) 
             segment.display()
         ),
     }
+}
+
+/// Writes entries `1..=40` as 20 pairs of groups, each pair's second an overlap group; returns
+/// every group as [`groups_on_disk`] lists it.
+fn build_overlapped(dir: &Path) -> Vec<(u64, u64, usize, bool, u64)> {
+    let dir = dir.to_path_buf();
+    run(move || async move {
+        let wal = Wal::open(&dir, WalOptions::default()).await.unwrap();
+        append_in_overlapping_pairs(&wal, 1, 20).await;
+        wal.close().await;
+        groups_on_disk(&dir).await
+    })
+}
+
+/// The last overlap group with at least two groups before it and one after it.
+fn overlap_group_in_the_middle(groups: &[(u64, u64, usize, bool, u64)]) -> usize {
+    (2..groups.len() - 1)
+        .rev()
+        .find(|&k| groups[k].3)
+        .expect("an overlap group in the middle")
+}
+
+fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut b = vec![0; len];
+    f.read_exact(&mut b).unwrap();
+    b
+}
+
+#[test]
+fn a_torn_group_then_a_whole_overlap_group_is_a_torn_tail_and_the_overlap_group_never_returns() {
+    // A crash with two groups in flight: the first torn, the second (its overlap) whole.
+    let dir = tempfile::tempdir().unwrap();
+    let groups = build_overlapped(dir.path());
+    let k = overlap_group_in_the_middle(&groups);
+    let (seq, torn_off, torn_len, _, _) = groups[k - 1];
+    let seg = segment_path(dir.path(), seq);
+    overwrite(&seg, torn_off, &vec![0; torn_len]);
+    for g in &groups[k + 1..] {
+        overwrite(&segment_path(dir.path(), g.0), g.1, &vec![0; g.2]);
+    }
+    let kept = groups[k - 2].4;
+    assert_eq!(
+        reopen(dir.path(), WalOptions::default()).unwrap(),
+        (1, kept)
+    );
+    // Open zeroed the dropped overlap group's frame ...
+    assert!(
+        read_at(&seg, groups[k].1, BLOCK).iter().all(|&b| b == 0),
+        "the overlap group's frame is still on disk"
+    );
+    // ... so a new group ending exactly where it starts does not bring its entry back.
+    let d = dir.path().to_path_buf();
+    run(move || async move {
+        let wal = Wal::open(&d, WalOptions::default()).await.unwrap();
+        wal.append(vec![entry(kept + 1, 1), entry(kept + 2, 1)], None)
+            .await
+            .unwrap();
+        wal.close().await;
+        let after = groups_on_disk(&d).await;
+        assert_eq!(
+            after.last().map(|g| g.1 + g.2 as u64),
+            Some(groups[k].1),
+            "the new group ends where the dropped overlap group started"
+        );
+    });
+    assert_eq!(
+        reopen(dir.path(), WalOptions::default()).unwrap(),
+        (1, kept + 2)
+    );
+}
+
+#[test]
+fn an_invalid_group_then_an_overlap_group_and_more_data_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let groups = build_overlapped(dir.path());
+    let k = overlap_group_in_the_middle(&groups);
+    let (seq, off, len, _, _) = groups[k - 1];
+    let seg = segment_path(dir.path(), seq);
+    overwrite(&seg, off, &vec![0; len]);
+    expect_corrupt(reopen(dir.path(), WalOptions::default()), &seg, off);
 }
 
 #[test]

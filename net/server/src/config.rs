@@ -146,6 +146,16 @@ pub struct Flags {
         default_value_t = 50
     )]
     pub park_after_read_ms: u64,
+    /// Let the WAL write a second commit group while the first one's write is in flight
+    /// (`false`: each group only after the previous one is durable). tuning.md, "WAL writes in
+    /// flight".
+    #[arg(
+        long = "experimental-wal-overlap",
+        env = "KEEL_WAL_OVERLAP",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub wal_overlap: bool,
     /// Maximum client request size in bytes.
     #[arg(
         long = "max-request-bytes",
@@ -365,6 +375,7 @@ pub struct Config {
     pub corrupt_check: Option<Duration>,
     pub park_entries: u64,
     pub park_after_read: Duration,
+    pub wal_overlap: bool,
     pub quota_bytes: u64,
     pub auto_compaction: AutoCompactionSetting,
     pub max_request_bytes: u32,
@@ -619,6 +630,7 @@ impl Config {
             )?,
             park_entries: f.park_entries,
             park_after_read: Duration::from_millis(f.park_after_read_ms),
+            wal_overlap: f.wal_overlap,
             quota_bytes: if f.quota_backend_bytes == 0 {
                 2 << 30
             } else {
@@ -657,6 +669,9 @@ mod tests {
         assert_eq!(c.wal_dir, None);
         let w = Config::from_flags(&flags(&["--wal-dir", "/fast/wal"]), &[0, 1]).unwrap();
         assert_eq!(w.wal_dir, Some(PathBuf::from("/fast/wal")));
+        assert!(c.wal_overlap);
+        let o = Config::from_flags(&flags(&["--experimental-wal-overlap=false"]), &[0, 1]).unwrap();
+        assert!(!o.wal_overlap);
         assert_eq!(
             c.client_addrs,
             vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]

@@ -294,6 +294,7 @@ impl Node {
         ncfg.election_ticks = cfg.election_ticks as u32;
         ncfg.heartbeat_ticks = 1;
         ncfg.snapshot_count = cfg.snapshot_count;
+        ncfg.wal.overlap_groups = cfg.wal_overlap;
         ncfg.catch_up_entries = cfg.snapshot_catchup_entries;
         ncfg.seed = cfg.member_id;
         ncfg.join = !cfg.new_cluster;

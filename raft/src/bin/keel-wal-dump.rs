@@ -119,6 +119,12 @@ async fn dump(dir: PathBuf, data: bool) -> ExitCode {
                 s.scan.valid_end
             );
         }
+        if let Some(at) = s.scan.overlap_tail {
+            println!(
+                "  torn tail: overlap group at {at} after invalid data at {} (both in flight at a crash; dropped on open)",
+                s.scan.valid_end
+            );
+        }
     }
     match replay(&segs, 0) {
         Ok(r) => {

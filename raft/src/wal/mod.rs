@@ -57,14 +57,18 @@
 //! # Invariants
 //!
 //! - One write per group, block-aligned, and each group starts on a fresh block: a block holding
-//!   acknowledged records is never written again, so a torn write can only damage the group being
+//!   acknowledged records is never written again, so a torn write can only damage the groups being
 //!   written, never an acknowledged one (DESIGN.md §6).
-//! - A group is written only after the previous one is durable; the caller's future resolves only
-//!   after the write (O_DSYNC) or the write + fdatasync completed.
+//! - At most two groups are in flight; a group written while the one before it is still in
+//!   flight is framed as an overlap group. A caller's future resolves only after its group and
+//!   every earlier one are durable (write with O_DSYNC, or write + fdatasync): durability is
+//!   reported in queue order.
 //! - D1: everything read back (on open, by [`Wal::entries`], by the dump tool) is checked —
 //!   checksums with the segment identity, lengths against buffers — before use. On open, an invalid
 //!   group with no valid group after it is a torn tail and is ignored (appends continue there); an
-//!   invalid group followed by a valid one, a broken segment chain or a gap in the indexes is
+//!   invalid group followed by one valid overlap group and nothing valid after it is a torn tail
+//!   too (both were in flight; the overlap group's frame is zeroed before appends continue); any
+//!   other valid group after an invalid one, a broken segment chain or a gap in the indexes is
 //!   [`WalError::Corrupt`] with the segment file and byte offset, and the WAL does not open.
 //! - D2: after a failed write, sync, or segment preparation, every later call fails with
 //!   [`WalError::Failed`] until the WAL is reopened; fsync is never retried.
@@ -112,6 +116,10 @@ pub struct WalOptions {
     /// is cut as soon as every runnable task has had one turn. Halves the number of groups when
     /// many appenders wait (see tuning.md).
     pub coalesce: bool,
+    /// Let a second group be written while the first one's write is in flight (published in
+    /// order all the same; recovery knows the torn tail this can leave). `false`: one group at a
+    /// time, each written only after the previous one is durable.
+    pub overlap_groups: bool,
     /// Fault injection for tests; [`IoHook::none`] in production.
     pub io_hook: IoHook,
 }
@@ -124,6 +132,7 @@ impl Default for WalOptions {
             cache_bytes: 8 << 20,
             max_group_bytes: 4 << 20,
             coalesce: true,
+            overlap_groups: true,
             io_hook: IoHook::none(),
         }
     }

@@ -5,7 +5,10 @@
 //! Rules, in order:
 //! - segment seqs are consecutive (compaction removes a prefix, never a middle one);
 //! - in every segment, no valid group follows an invalid one (a torn write only ever damages the
-//!   last group written, because a group is written only after the previous one is durable);
+//!   groups in flight), except one overlap group with nothing valid after it: at most two groups
+//!   are in flight and the second is framed as an overlap group, so a crash may leave the first
+//!   torn and the second whole; neither was acknowledged, both are the torn tail (dropped, the
+//!   overlap frame zeroed by `Wal::open` before appends continue);
 //! - the first record of a segment's first group is a checkpoint naming the previous segment and
 //!   the offset where its data ends; that segment's scan must end exactly there;
 //! - entries are contiguous apart from conflict truncations.

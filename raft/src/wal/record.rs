@@ -83,6 +83,10 @@ pub enum RecordKind {
     Truncate = 5,
     /// First record of every segment: chains it to its predecessor and repeats the state.
     Checkpoint = 6,
+    /// Frame of a commit group written while the group before it was still in flight (not yet
+    /// known durable); only ever at a block boundary. Recovery may drop it together with an
+    /// invalid group before it (a crash with both in flight), see `segment::scan_segment`.
+    OverlapGroup = 7,
 }
 
 impl RecordKind {
@@ -94,6 +98,7 @@ impl RecordKind {
             4 => Self::Snapshot,
             5 => Self::Truncate,
             6 => Self::Checkpoint,
+            7 => Self::OverlapGroup,
             _ => return None,
         })
     }
@@ -218,11 +223,16 @@ pub fn encode(out: &mut Vec<u8>, seed: u32, rec: &Record) {
 }
 
 /// Writes the group frame for `body` (`count` records) into `frame` (exactly [`GROUP_FRAME_LEN`]
-/// bytes).
-pub fn encode_group_frame(frame: &mut [u8], seed: u32, body: &[u8], count: u32) {
+/// bytes); `overlap`: the group is written while the one before it is still in flight.
+pub fn encode_group_frame(frame: &mut [u8], seed: u32, body: &[u8], count: u32, overlap: bool) {
     assert_eq!(frame.len(), GROUP_FRAME_LEN);
     let mut v = Vec::with_capacity(GROUP_FRAME_LEN);
-    put_record(&mut v, seed, RecordKind::Group, |o| {
+    let kind = if overlap {
+        RecordKind::OverlapGroup
+    } else {
+        RecordKind::Group
+    };
+    put_record(&mut v, seed, kind, |o| {
         o.extend_from_slice(&(body.len() as u32).to_le_bytes());
         o.extend_from_slice(&count.to_le_bytes());
         o.extend_from_slice(&crc32c::crc32c_append(seed, body).to_le_bytes());
@@ -242,7 +252,9 @@ pub fn decode(b: &[u8], seed: u32) -> Result<(Record, usize), DecodeError> {
         }
     };
     let rec = match kind {
-        RecordKind::Group => return Err(DecodeError::Malformed("group frame inside a group")),
+        RecordKind::Group | RecordKind::OverlapGroup => {
+            return Err(DecodeError::Malformed("group frame inside a group"))
+        }
         RecordKind::Entry => {
             if payload.len() < ENTRY_FIXED_LEN {
                 return Err(DecodeError::Malformed("entry payload too short"));
@@ -324,6 +336,8 @@ pub struct Group {
     pub records: Vec<(usize, usize, Record)>,
     /// Bytes the group occupies on disk, padding to the block boundary included.
     pub padded_len: usize,
+    /// Written while the group before it was still in flight ([`RecordKind::OverlapGroup`]).
+    pub overlap: bool,
 }
 
 /// Decodes the commit group at the start of `b` (which must start at a block boundary): checks the
@@ -332,14 +346,15 @@ pub fn decode_group(b: &[u8], seed: u32) -> Result<Group, DecodeError> {
     // A group frame has a fixed payload length and kind: checked before the checksum, so probing
     // a block of other bytes (an old segment's data in a recycled one) never checksums up to
     // `MAX_PAYLOAD_LEN` bytes that a stray length field names.
+    let frame_kind = |k: u8| k == RecordKind::Group as u8 || k == RecordKind::OverlapGroup as u8;
     if b.len() >= RECORD_HEADER_LEN
-        && (u32_at(b, 4) as usize != GROUP_PAYLOAD_LEN || b[8] != RecordKind::Group as u8)
+        && (u32_at(b, 4) as usize != GROUP_PAYLOAD_LEN || !frame_kind(b[8]))
     {
         return Err(DecodeError::Malformed("no group frame"));
     }
     // A shorter `b` fails here as truncated; a longer one passed the check above.
     let (kind, payload) = decode_raw(b, seed)?;
-    debug_assert!(kind == RecordKind::Group && payload.len() == GROUP_PAYLOAD_LEN);
+    debug_assert!(frame_kind(kind as u8) && payload.len() == GROUP_PAYLOAD_LEN);
     let body_len = u32_at(payload, 0) as usize;
     let count = u32_at(payload, 4) as usize;
     let body_crc = u32_at(payload, 8);
@@ -363,6 +378,7 @@ pub fn decode_group(b: &[u8], seed: u32) -> Result<Group, DecodeError> {
     Ok(Group {
         records,
         padded_len: padded_group_len(body_len),
+        overlap: kind == RecordKind::OverlapGroup,
     })
 }
 
@@ -410,6 +426,10 @@ mod tests {
     }
 
     fn group_bytes(seed: u32) -> Vec<u8> {
+        group_bytes_with(seed, false)
+    }
+
+    fn group_bytes_with(seed: u32, overlap: bool) -> Vec<u8> {
         let mut body = Vec::new();
         for r in sample() {
             encode(&mut body, seed, &r);
@@ -420,6 +440,7 @@ mod tests {
             seed,
             &body,
             sample().len() as u32,
+            overlap,
         );
         b[GROUP_FRAME_LEN..GROUP_FRAME_LEN + body.len()].copy_from_slice(&body);
         b
@@ -432,6 +453,10 @@ mod tests {
         let recs: Vec<Record> = g.records.into_iter().map(|(_, _, r)| r).collect();
         assert_eq!(recs, sample());
         assert_eq!(g.padded_len, BLOCK);
+        assert!(!g.overlap);
+        let o = decode_group(&group_bytes_with(77, true), 77).unwrap();
+        assert!(o.overlap, "an overlap group's frame says so");
+        assert_eq!(o.records.len(), sample().len());
     }
 
     #[test]

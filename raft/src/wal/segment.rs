@@ -257,6 +257,26 @@ async fn write_chunk(
     Ok(())
 }
 
+/// Durably zeroes the block at `offset` of segment `seq` (the frame of an overlap group recovery
+/// dropped as part of a torn tail), so it can never decode again.
+pub async fn zero_block(path: &Path, seq: u64, offset: u64, hook: &IoHook) -> Result<(), WalError> {
+    let f = open_segment(path, false).await?;
+    let mut buf = f.alloc_dma_buffer(BLOCK);
+    buf.as_bytes_mut().fill(0);
+    hook.check(IoOp::Write {
+        seq,
+        offset,
+        len: BLOCK,
+    })?;
+    let n = f.write_at(buf, offset).await.map_err(io("write", path))?;
+    if n != BLOCK {
+        return Err(WalError::short_write(path, offset, n, BLOCK));
+    }
+    hook.check(IoOp::Sync { seq })?;
+    f.fdatasync().await.map_err(io("fdatasync", path))?;
+    f.close().await.map_err(io("close", path))
+}
+
 const RECYCLED_SUFFIX: &str = ".recycled.wal.tmp";
 
 /// Where a released segment waits to be recycled: a `.wal.tmp` name, never read by recovery.
@@ -375,10 +395,21 @@ pub struct SegmentScan {
     pub stop_reason: Option<record::DecodeError>,
     /// Offset of a valid group found after an invalid one: corruption, not a torn tail (D1).
     pub valid_after_invalid: Option<u64>,
+    /// Offset of an overlap group (written while the group before it was in flight) found after
+    /// the invalid group at `valid_end` with nothing valid after it: both were in flight at a
+    /// crash, neither was acknowledged, and both belong to the torn tail. Its frame must be
+    /// overwritten before the segment is written again (`Wal::open` zeroes it), or it would
+    /// decode again once later groups reach its offset.
+    pub overlap_tail: Option<u64>,
 }
 
 /// Scans segment bytes: the header, then group after group from block 1 until the first that does
 /// not decode, then every later block boundary for a valid group frame.
+///
+/// At most two groups are in flight at once and the second is framed as an overlap group, so
+/// a crash can leave the first torn and the second whole: an invalid group followed by one valid
+/// overlap group and nothing valid after it is a torn tail (`overlap_tail`). Any other valid
+/// group after an invalid one is corruption (`valid_after_invalid`).
 pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, (u64, String)> {
     let header =
         SegmentHeader::decode(bytes).map_err(|why| (0, format!("segment header: {why}")))?;
@@ -407,14 +438,21 @@ pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, (u64, String)> {
         }
     }
     let valid_end = at as u64;
-    let mut valid_after_invalid = None;
-    let mut probe = at + BLOCK;
-    while probe < bytes.len() {
-        if record::decode_group(&bytes[probe..], seed).is_ok() {
-            valid_after_invalid = Some(probe as u64);
-            break;
+    // The first valid group at a block boundary at or after `from`, with its padded length.
+    let next_valid = |from: usize| {
+        (from..bytes.len()).step_by(BLOCK).find_map(|p| {
+            record::decode_group(&bytes[p..], seed)
+                .ok()
+                .map(|g| (p, g.overlap, g.padded_len))
+        })
+    };
+    let (mut valid_after_invalid, mut overlap_tail) = (None, None);
+    if let Some((p, overlap, len)) = next_valid(at + BLOCK) {
+        if overlap && next_valid(p + len).is_none() {
+            overlap_tail = Some(p as u64);
+        } else {
+            valid_after_invalid = Some(p as u64);
         }
-        probe += BLOCK;
     }
     Ok(SegmentScan {
         header,
@@ -422,6 +460,7 @@ pub fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, (u64, String)> {
         valid_end,
         stop_reason,
         valid_after_invalid,
+        overlap_tail,
     })
 }
 
@@ -482,7 +521,7 @@ mod tests {
         let h = header();
         let mut seg = vec![0u8; h.segment_size as usize];
         h.encode(&mut seg);
-        let group = |seg: &mut Vec<u8>, at: usize, idx: u64| {
+        let group = |seg: &mut Vec<u8>, at: usize, idx: u64, overlap: bool| {
             let mut body = Vec::new();
             let e = record::WalEntry {
                 index: idx,
@@ -496,21 +535,38 @@ mod tests {
                 h.seed(),
                 &body,
                 1,
+                overlap,
             );
             seg[at + record::GROUP_FRAME_LEN..][..body.len()].copy_from_slice(&body);
         };
-        group(&mut seg, BLOCK, 1);
-        group(&mut seg, 2 * BLOCK, 2);
+        group(&mut seg, BLOCK, 1, false);
+        group(&mut seg, 2 * BLOCK, 2, true);
         let s = scan_segment(&seg).unwrap();
         assert_eq!(
             (s.groups.len(), s.valid_end, s.valid_after_invalid),
             (2, 3 * BLOCK as u64, None)
         );
-        group(&mut seg, 5 * BLOCK, 3);
+        assert!(s.groups[1].1.overlap && !s.groups[0].1.overlap);
+        // A plain group after an invalid one: corruption.
+        group(&mut seg, 5 * BLOCK, 3, false);
         let s = scan_segment(&seg).unwrap();
         assert_eq!(
-            (s.valid_end, s.valid_after_invalid),
-            (3 * BLOCK as u64, Some(5 * BLOCK as u64))
+            (s.valid_end, s.valid_after_invalid, s.overlap_tail),
+            (3 * BLOCK as u64, Some(5 * BLOCK as u64), None)
+        );
+        // An overlap group after an invalid one, nothing after it: both were in flight.
+        group(&mut seg, 5 * BLOCK, 3, true);
+        let s = scan_segment(&seg).unwrap();
+        assert_eq!(
+            (s.valid_end, s.valid_after_invalid, s.overlap_tail),
+            (3 * BLOCK as u64, None, Some(5 * BLOCK as u64))
+        );
+        // ... with another valid group after it: corruption again.
+        group(&mut seg, 7 * BLOCK, 4, true);
+        let s = scan_segment(&seg).unwrap();
+        assert_eq!(
+            (s.valid_end, s.valid_after_invalid, s.overlap_tail),
+            (3 * BLOCK as u64, Some(5 * BLOCK as u64), None)
         );
     }
 }

@@ -1,10 +1,21 @@
 //! [`Wal`]: the handle the log core holds. Owns the segment files, the group-commit queue and the
 //! in-memory index; callers on the same executor share it (it is `Clone`, not `Send`).
 //!
-//! Group commit: `append` queues its records and waits. Whoever finds no write in flight becomes
-//! the flusher: it takes everything queued (up to a byte bound), writes it as one block-aligned
-//! group with one `write_at` (+ one `fdatasync` unless the files are O_DSYNC), then wakes everyone.
-//! Records queued meanwhile go in the next group; nothing waits on a timer.
+//! Group commit: `append` queues its records and waits. Whoever finds the queue non-empty and a
+//! write slot free becomes a flusher: it takes everything queued (up to a byte bound), writes it
+//! as one block-aligned group with one `write_at` (+ one `fdatasync` unless the files are
+//! O_DSYNC), then wakes everyone. Records queued meanwhile go in the next group; nothing waits on
+//! a timer.
+//!
+//! Two groups may be in flight at once ([`WalOptions::overlap_groups`]): the next group is
+//! written while the previous one's write runs, instead of after it (with one slot the disk sat
+//! idle while the executor ran everything the last completion woke; tuning.md). Groups are taken,
+//! placed and numbered in queue order; each is published (indexed, its tickets durable) only
+//! after every earlier group is, so callers see durability in queue order exactly as with one
+//! slot. A group written while an earlier one is unpublished is framed as an overlap group;
+//! recovery treats an invalid group followed by one valid overlap group as a torn tail
+//! (`segment::scan_segment`). A rollover waits until every earlier group is published, so no
+//! overlap ever spans two segments.
 //!
 //! Each group starts on a fresh block and is zero-padded to the next one, so no block holding an
 //! acknowledged record is ever written again until its segment is released.
@@ -81,7 +92,17 @@ struct State {
     /// Last index and snapshot index once everything queued is durable.
     sub_last: u64,
     sub_snapshot: u64,
-    flushing: bool,
+    /// `close` or `ready_next_segment` holds the writer: no flush starts.
+    exclusive: bool,
+    /// Flushers running: groups being cut, written or waiting to be published (≤ 2).
+    in_flight: usize,
+    /// A flusher is taking, placing and numbering its group (only a rollover makes that wait),
+    /// and whether another flusher waits for it to finish.
+    issuing: bool,
+    issue_waiting: bool,
+    /// Groups numbered so far, and groups published so far (in number order).
+    issued: u64,
+    published: u64,
     /// Set by the first failed write or sync (D2).
     failed: Option<String>,
     waiters: Vec<Waker>,
@@ -161,6 +182,13 @@ impl Wal {
         segment::prime_iopoll_probe(&dir).await?;
         let scans = reader::scan_dir(&dir).await?;
         let rep = reader::replay(&scans, opts.cache_bytes)?;
+        // An overlap group dropped with the torn tail would decode again once later groups
+        // reach its offset: its frame goes before anything is written there.
+        for s in &scans {
+            if let Some(at) = s.scan.overlap_tail {
+                segment::zero_block(&s.path, s.scan.header.seq, at, &opts.io_hook).await?;
+            }
+        }
         let dsync = opts.sync == SyncMode::Dsync;
         let mut segs = BTreeMap::new();
         let mut spare = None;
@@ -221,7 +249,12 @@ impl Wal {
             durable_ticket: 0,
             sub_last,
             sub_snapshot,
-            flushing: false,
+            exclusive: false,
+            in_flight: 0,
+            issuing: false,
+            issue_waiting: false,
+            issued: 0,
+            published: 0,
             failed: None,
             waiters: Vec::new(),
             stats: WalStats::default(),
@@ -352,7 +385,8 @@ impl Wal {
         Ok((ticket, last))
     }
 
-    /// Waits until `ticket` is durable, flushing groups whenever no flush is in flight.
+    /// Waits until `ticket` is durable, flushing groups whenever records are queued and a write
+    /// slot is free.
     async fn wait(&self, ticket: u64) -> Result<(), WalError> {
         loop {
             let lead = std::future::poll_fn(|cx| {
@@ -363,8 +397,9 @@ impl Wal {
                 if let Err(e) = st.check_failed() {
                     return Poll::Ready(Err(e));
                 }
-                if !st.flushing {
-                    st.flushing = true;
+                let slots = if st.opts.overlap_groups { 2 } else { 1 };
+                if !st.exclusive && st.in_flight < slots && !st.queue.is_empty() {
+                    st.in_flight += 1;
                     return Poll::Ready(Ok(true));
                 }
                 st.waiters.push(cx.waker().clone());
@@ -376,6 +411,7 @@ impl Wal {
             }
             let mut guard = FlushGuard {
                 sh: &self.sh,
+                hold: Hold::Flush,
                 done: false,
             };
             let r = flush(&self.sh).await;
@@ -391,11 +427,11 @@ impl Wal {
     pub async fn close(&self) {
         std::future::poll_fn(|cx| {
             let mut st = self.sh.borrow_mut();
-            if st.flushing {
+            if st.exclusive || st.in_flight > 0 {
                 st.waiters.push(cx.waker().clone());
                 return Poll::Pending;
             }
-            st.flushing = true;
+            st.exclusive = true;
             st.failed.get_or_insert_with(|| "closed".into());
             // Dropping the task cancels the preparation; it never links a half-made segment.
             st.spare = None;
@@ -416,8 +452,8 @@ impl Wal {
             if let Err(e) = st.check_failed() {
                 return Poll::Ready(Err(e));
             }
-            if !st.flushing {
-                st.flushing = true;
+            if !st.exclusive && st.in_flight == 0 {
+                st.exclusive = true;
                 return Poll::Ready(Ok(()));
             }
             st.waiters.push(cx.waker().clone());
@@ -426,6 +462,7 @@ impl Wal {
         .await?;
         let mut guard = FlushGuard {
             sh: &self.sh,
+            hold: Hold::Exclusive,
             done: false,
         };
         let spare = self.sh.borrow_mut().spare.take();
@@ -632,10 +669,19 @@ fn encoded_len(r: &Record) -> usize {
     v.len()
 }
 
-/// Clears `flushing` and wakes the waiters however the flush ends; a flush abandoned half-way
+/// What a [`FlushGuard`] releases.
+enum Hold {
+    /// A write slot (`in_flight`).
+    Flush,
+    /// The whole writer (`exclusive`).
+    Exclusive,
+}
+
+/// Releases its hold and wakes the waiters however the flush ends; a flush abandoned half-way
 /// (its future dropped) leaves the file state unknown, so it fails the WAL (D2).
 struct FlushGuard<'a> {
     sh: &'a Rc<RefCell<State>>,
+    hold: Hold,
     done: bool,
 }
 
@@ -648,7 +694,10 @@ impl FlushGuard<'_> {
     fn end(&self, failure: Option<String>) {
         let waiters = {
             let mut st = self.sh.borrow_mut();
-            st.flushing = false;
+            match self.hold {
+                Hold::Flush => st.in_flight -= 1,
+                Hold::Exclusive => st.exclusive = false,
+            }
             if let Some(f) = failure {
                 st.failed.get_or_insert(f);
             }
@@ -666,115 +715,115 @@ impl Drop for FlushGuard<'_> {
     }
 }
 
+/// Resolves once `ready(state)` holds, or with the WAL's failure.
+async fn until(sh: &Rc<RefCell<State>>, ready: impl Fn(&State) -> bool) -> Result<(), WalError> {
+    std::future::poll_fn(|cx| {
+        let mut st = sh.borrow_mut();
+        if let Err(e) = st.check_failed() {
+            return Poll::Ready(Err(e));
+        }
+        if ready(&st) {
+            return Poll::Ready(Ok(()));
+        }
+        st.waiters.push(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// Clears `issuing` however the issue phase ends, and wakes the waiters if a flusher waits for
+/// it (only possible when the phase awaited a rollover).
+struct IssueGuard<'a>(&'a Rc<RefCell<State>>);
+
+impl Drop for IssueGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = {
+            let mut st = self.0.borrow_mut();
+            st.issuing = false;
+            if !std::mem::take(&mut st.issue_waiting) {
+                return;
+            }
+            std::mem::take(&mut st.waiters)
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// A group cut from the queue, numbered, placed and encoded, ready to be written.
+struct Issued {
+    subs: Vec<Submission>,
+    /// Its number: it is published after group `number - 1`.
+    number: u64,
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    seq: u64,
+    offset: u64,
+    buf: glommio::io::DmaBuffer,
+    /// (offset in the group, encoded length) of each record, in order.
+    placed: Vec<(usize, usize)>,
+}
+
 /// Writes one group: everything queued, up to the group bound.
 async fn flush(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
     if sh.borrow().opts.coalesce {
         glommio::executor().yield_now().await;
     }
-    let (subs, body_len) = {
+    // Groups are cut, placed and numbered one flusher at a time, so queue order, file order and
+    // publication order agree; only a rollover awaits inside.
+    std::future::poll_fn(|cx| {
         let mut st = sh.borrow_mut();
-        let limit = st
-            .opts
-            .max_group_bytes
-            .min(st.capacity(st.opts.segment_size));
-        let mut subs = Vec::new();
-        let mut total = 0;
-        while let Some(s) = st.queue.front() {
-            if !subs.is_empty() && total + s.bytes > limit {
-                break;
-            }
-            total += s.bytes;
-            subs.push(st.queue.pop_front().expect("front exists"));
+        st.check_failed()?;
+        if !st.issuing {
+            st.issuing = true;
+            return Poll::Ready(Ok(()));
         }
-        (subs, total)
+        st.issue_waiting = true;
+        st.waiters.push(cx.waker().clone());
+        Poll::Pending
+    })
+    .await?;
+    let issued = {
+        let _issuing = IssueGuard(sh);
+        issue(sh).await?
     };
-    if subs.is_empty() {
+    let Some(g) = issued else {
         return Ok(());
-    }
-    let roll = {
-        let st = sh.borrow();
-        let fresh = st.write_offset == BLOCK as u64;
-        let need =
-            record::padded_group_len(body_len + if fresh { CHECKPOINT_RECORD_LEN } else { 0 });
-        st.write_offset + need as u64 > st.segs[&st.current].header.segment_size
     };
-    if roll {
-        rollover(sh).await?;
-    }
-    // Encode with the identity of the segment the group lands in.
-    let (file, path, seq, offset, buf, placed) = {
-        let mut st = sh.borrow_mut();
-        let seg = &st.segs[&st.current];
-        let seed = seg.header.seed();
-        let mut body = Vec::with_capacity(body_len + CHECKPOINT_RECORD_LEN);
-        let mut count = 0u32;
-        if st.write_offset == BLOCK as u64 {
-            let cp = record::Checkpoint {
-                prev_seq: st.prev.0,
-                prev_end: st.prev.1,
-                hard_state: st.index.hard_state(),
-                snapshot: st.index.snapshot(),
-            };
-            record::encode(&mut body, seed, &Record::Checkpoint(cp));
-            count += 1;
-        }
-        let mut placed = Vec::new();
-        for s in &subs {
-            for r in &s.records {
-                let at = body.len();
-                record::encode(&mut body, seed, r);
-                placed.push((GROUP_FRAME_LEN + at, body.len() - at));
-                count += 1;
-            }
-        }
-        let padded = record::padded_group_len(body.len());
-        let mut buf = seg.file.alloc_dma_buffer(padded);
-        let b = buf.as_bytes_mut();
-        record::encode_group_frame(&mut b[..GROUP_FRAME_LEN], seed, &body, count);
-        b[GROUP_FRAME_LEN..GROUP_FRAME_LEN + body.len()].copy_from_slice(&body);
-        b[GROUP_FRAME_LEN + body.len()..].fill(0);
-        let out = (
-            seg.file.clone(),
-            seg.path.clone(),
-            st.current,
-            st.write_offset,
-            buf,
-            placed,
-        );
-        st.stats.records += count as u64;
-        out
-    };
-    let len = buf.len();
+    let len = g.buf.len();
     let (hook, sync) = {
         let st = sh.borrow();
         (st.opts.io_hook.clone(), st.opts.sync)
     };
+    let (seq, offset, path) = (g.seq, g.offset, &g.path);
     hook.check(IoOp::Write { seq, offset, len })?;
-    let n = file
-        .write_at(buf, offset)
+    let n = g
+        .file
+        .write_at(g.buf, offset)
         .await
-        .map_err(|e| WalError::io("write", &path, e.into()))?;
+        .map_err(|e| WalError::io("write", path, e.into()))?;
     if n != len {
-        return Err(WalError::short_write(&path, offset, n, len));
+        return Err(WalError::short_write(path, offset, n, len));
     }
     if sync == SyncMode::Fdatasync {
         hook.check(IoOp::Sync { seq })?;
-        file.fdatasync()
+        g.file
+            .fdatasync()
             .await
-            .map_err(|e| WalError::io("fdatasync", &path, e.into()))?;
+            .map_err(|e| WalError::io("fdatasync", path, e.into()))?;
     }
-    // Durable: publish to the index in submission order.
+    // Durable. Published in group order: an earlier group still in flight goes first.
+    until(sh, |st| st.published + 1 == g.number).await?;
     let mut st = sh.borrow_mut();
-    st.write_offset += len as u64;
+    st.published = g.number;
     st.stats.groups += 1;
     st.stats.bytes += len as u64;
     if sync == SyncMode::Fdatasync {
         st.stats.syncs += 1;
     }
-    let mut places = placed.into_iter();
+    let mut places = g.placed.into_iter();
     let mut max_index = 0;
     let mut last_ticket = 0;
-    for s in subs {
+    for s in g.subs {
         last_ticket = s.ticket;
         for r in s.records {
             let (at, rlen) = places.next().expect("one place per record");
@@ -802,6 +851,91 @@ async fn flush(sh: &Rc<RefCell<State>>) -> Result<(), WalError> {
     seg.max_index = seg.max_index.max(max_index);
     st.durable_ticket = last_ticket;
     Ok(())
+}
+
+/// Cuts the next group from the queue (`None`: another flusher took everything), rolls over to
+/// the next segment first when it does not fit (after every earlier group is published), and
+/// numbers, places and encodes it. Runs with `issuing` held.
+async fn issue(sh: &Rc<RefCell<State>>) -> Result<Option<Issued>, WalError> {
+    let (subs, body_len) = {
+        let mut st = sh.borrow_mut();
+        let limit = st
+            .opts
+            .max_group_bytes
+            .min(st.capacity(st.opts.segment_size));
+        let mut subs = Vec::new();
+        let mut total = 0;
+        while let Some(s) = st.queue.front() {
+            if !subs.is_empty() && total + s.bytes > limit {
+                break;
+            }
+            total += s.bytes;
+            subs.push(st.queue.pop_front().expect("front exists"));
+        }
+        (subs, total)
+    };
+    if subs.is_empty() {
+        return Ok(None);
+    }
+    let roll = {
+        let st = sh.borrow();
+        let fresh = st.write_offset == BLOCK as u64;
+        let need =
+            record::padded_group_len(body_len + if fresh { CHECKPOINT_RECORD_LEN } else { 0 });
+        st.write_offset + need as u64 > st.segs[&st.current].header.segment_size
+    };
+    if roll {
+        // The checkpoint opening the next segment names where this one's data ends: every
+        // group placed here must be durable first.
+        until(sh, |st| st.published == st.issued).await?;
+        rollover(sh).await?;
+    }
+    // Encode with the identity of the segment the group lands in.
+    let mut st = sh.borrow_mut();
+    let seg = &st.segs[&st.current];
+    let seed = seg.header.seed();
+    let mut body = Vec::with_capacity(body_len + CHECKPOINT_RECORD_LEN);
+    let mut count = 0u32;
+    if st.write_offset == BLOCK as u64 {
+        let cp = record::Checkpoint {
+            prev_seq: st.prev.0,
+            prev_end: st.prev.1,
+            hard_state: st.index.hard_state(),
+            snapshot: st.index.snapshot(),
+        };
+        record::encode(&mut body, seed, &Record::Checkpoint(cp));
+        count += 1;
+    }
+    let mut placed = Vec::new();
+    for s in &subs {
+        for r in &s.records {
+            let at = body.len();
+            record::encode(&mut body, seed, r);
+            placed.push((GROUP_FRAME_LEN + at, body.len() - at));
+            count += 1;
+        }
+    }
+    let overlap = st.published < st.issued;
+    let padded = record::padded_group_len(body.len());
+    let mut buf = seg.file.alloc_dma_buffer(padded);
+    let b = buf.as_bytes_mut();
+    record::encode_group_frame(&mut b[..GROUP_FRAME_LEN], seed, &body, count, overlap);
+    b[GROUP_FRAME_LEN..GROUP_FRAME_LEN + body.len()].copy_from_slice(&body);
+    b[GROUP_FRAME_LEN + body.len()..].fill(0);
+    let g = Issued {
+        subs,
+        number: st.issued + 1,
+        file: seg.file.clone(),
+        path: seg.path.clone(),
+        seq: st.current,
+        offset: st.write_offset,
+        buf,
+        placed,
+    };
+    st.issued += 1;
+    st.write_offset += padded as u64;
+    st.stats.records += count as u64;
+    Ok(Some(g))
 }
 
 /// Closes `file` when the WAL holds its only reference; gives it back when a read still holds it.

@@ -78,3 +78,58 @@ pub fn small(segment_size: u64) -> WalOptions {
         ..WalOptions::default()
     }
 }
+
+/// Appends entries `first .. first + 2 * rounds` (term 1) as `rounds` pairs: the second append of
+/// each pair is queued after the first one's group was cut and its write issued (nothing
+/// completes before this executor's task queue runs dry), so with
+/// [`WalOptions::overlap_groups`] it goes out while the first is in flight, framed as an overlap
+/// group. Each append must resolve only once it and every earlier one are durable.
+pub async fn append_in_overlapping_pairs(wal: &keel_raft::wal::Wal, first: u64, rounds: u64) {
+    let waiter = |ticket: u64, index: u64| {
+        let wal = wal.clone();
+        glommio::spawn_local(async move {
+            wal.durable(ticket).await.unwrap();
+            assert!(
+                wal.last_index() >= index,
+                "{index} resolved before it was durable"
+            );
+        })
+    };
+    for r in 0..rounds {
+        let i = first + 2 * r;
+        let a = wal.queue_append(vec![entry(i, 1)], None).unwrap();
+        let wa = waiter(a, i);
+        // The waiter leads, yields once (coalesce), then cuts and issues its group.
+        for _ in 0..4 {
+            glommio::executor().yield_now().await;
+        }
+        let b = wal.queue_append(vec![entry(i + 1, 1)], None).unwrap();
+        let wb = waiter(b, i + 1);
+        wa.await;
+        wb.await;
+    }
+}
+
+/// Every group in `dir` in order: (segment seq, offset, padded length, overlap frame, last entry
+/// index in it or 0). Scans read-only; primes the io-poll probe first.
+pub async fn groups_on_disk(dir: &std::path::Path) -> Vec<(u64, u64, usize, bool, u64)> {
+    use keel_raft::wal::{prime_iopoll_probe, scan_dir, Record};
+    prime_iopoll_probe(dir).await.unwrap();
+    let segs = scan_dir(dir).await.unwrap();
+    segs.iter()
+        .flat_map(|s| {
+            s.scan.groups.iter().map(|(off, g)| {
+                let last = g
+                    .records
+                    .iter()
+                    .filter_map(|(_, _, r)| match r {
+                        Record::Entry(e) => Some(e.index),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                (s.scan.header.seq, *off, g.padded_len, g.overlap, last)
+            })
+        })
+        .collect()
+}
