@@ -52,11 +52,9 @@ pub struct WriteTxn<'db> {
     shared: Arc<Shared>,
     state: Option<WriterState>,
     ch: Changes,
-    /// New runs encoded and not yet written, by first byte offset: written together, contiguous
-    /// ones with one `write_vectored` call, at the end of the commit ([`WriteTxn::write_pending`]).
-    pending: Vec<(u64, Vec<u8>)>,
-    /// Buffers of written runs, reused for the next ones.
-    spare: Vec<Vec<u8>>,
+    /// The buffer each new run is encoded into before it is written (one, reused: it stays hot
+    /// in the CPU cache).
+    scratch: Vec<u8>,
     fill: usize,
     /// Carries a parked transaction's changes (see the module comment).
     resumed: bool,
@@ -125,8 +123,7 @@ impl<'db> WriteTxn<'db> {
             shared,
             state: Some(state),
             ch,
-            pending: Vec::new(),
-            spare: Vec::new(),
+            scratch: Vec::new(),
             fill: PAGE_SIZE / 2,
             resumed,
             done: false,
@@ -438,42 +435,15 @@ impl<'db> WriteTxn<'db> {
     /// into a file first filled with 1 MiB writes took 9.4 + 25.3 ms, into one filled with
     /// 4 KiB writes 3.6 + 14.1 ms. Adjacent pages still reach the disk as one request (the block
     /// layer merges them, whatever order they were written in).
-    /// Queues run `first` (encoded in `data`) to be written by [`WriteTxn::write_pending`].
-    /// Nothing in a commit reads back a run the same commit writes.
-    fn write_run(&mut self, first: PageId, data: Vec<u8>) {
-        self.pending.push((first * PAGE_SIZE_U64, data));
-    }
-
-    /// A buffer for the next run (any content: `encode_into` clears it).
-    fn run_buf(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
-    }
-
-    /// Writes every queued run, in file order, one `write_vectored` call per stretch of
-    /// contiguous runs (a visible commit writes ~30 pages; one `pwrite` each was ~7% of the apply
-    /// executor's time under put 10/100, tuning.md).
-    fn write_pending(&mut self) -> Result<()> {
-        let mut runs = std::mem::take(&mut self.pending);
-        runs.sort_unstable_by_key(|r| r.0);
-        let mut bytes = 0u64;
-        let mut k = 0;
-        while k < runs.len() {
-            let start = runs[k].0;
-            let mut end = k;
-            let mut next = start;
-            while end < runs.len() && runs[end].0 == next {
-                next += runs[end].1.len() as u64;
-                end += 1;
-            }
-            let bufs: Vec<&[u8]> = runs[k..end].iter().map(|r| &r.1[..]).collect();
-            self.shared.backend.write_vectored(start, &bufs)?;
-            bytes += next - start;
-            k = end;
+    fn write_run(&self, first: PageId, data: &[u8]) -> Result<()> {
+        for (i, chunk) in data.chunks(PAGE_SIZE).enumerate() {
+            self.shared
+                .backend
+                .write((first + i as u64) * PAGE_SIZE_U64, chunk)?;
         }
         self.shared
             .unwritten_back
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        self.spare.extend(runs.into_iter().map(|r| r.1));
+            .fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -606,7 +576,7 @@ impl<'db> WriteTxn<'db> {
                 if let Val::Big(data) = v {
                     let pages = pages_for(HEADER_SIZE + data.len()) as u64;
                     let p = self.alloc(pages)?;
-                    self.write_run(p, encode_overflow(data, p, self.ch.seq));
+                    self.write_run(p, &encode_overflow(data, p, self.ch.seq))?;
                     *v = Val::Overflow {
                         page: p,
                         len: data.len(),
@@ -646,9 +616,11 @@ impl<'db> WriteTxn<'db> {
         for (a, b) in node.split_points(threshold) {
             let pages = pages_for(node.size_of(a, b)) as u64;
             let p = self.alloc_for(pages, !node.leaf)?;
-            let buf = self.run_buf();
+            let buf = std::mem::take(&mut self.scratch);
             let buf = node.encode_into(a, b, p, self.ch.seq, buf);
-            self.write_run(p, buf);
+            let written = self.write_run(p, &buf);
+            self.scratch = buf;
+            written?;
             out.push((node.keys[a].clone(), p));
         }
         Ok(out)
@@ -716,7 +688,7 @@ impl<'db> WriteTxn<'db> {
         );
         for (j, &p) in pages.iter().enumerate() {
             let chunk = ids.chunks(FREELIST_IDS_PER_PAGE).nth(j).unwrap_or(&[]);
-            let mut buf = self.run_buf();
+            let mut buf = std::mem::take(&mut self.scratch);
             buf.clear();
             buf.resize(PAGE_SIZE, 0);
             Header {
@@ -737,7 +709,9 @@ impl<'db> WriteTxn<'db> {
                 wr_u64(&mut buf, FREELIST_IDS_OFFSET + 8 * i, *id);
             }
             seal(&mut buf);
-            self.write_run(p, buf);
+            let written = self.write_run(p, &buf);
+            self.scratch = buf;
+            written?;
         }
         let head = pages.first().copied().unwrap_or(0);
         self.state().freelist_pages = pages;
@@ -888,8 +862,7 @@ impl<'db> WriteTxn<'db> {
         } else {
             None
         };
-        // Every new run, before anything can point readers (or the meta) at it.
-        self.write_pending()?;
+        // Every new run was written as it was encoded (`write_run`).
         let hwm = self.state().alloc.hwm;
         Ok((catalog, freelist, hwm))
     }
