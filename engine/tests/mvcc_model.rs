@@ -82,6 +82,9 @@ enum Op {
     Range(u8, u8, u8, i64),
     /// if version(key) == v then put else delete
     Txn(u8, i64, u8),
+    /// A read-only txn (compares, ranges, nested txns) answered from the read view must equal
+    /// the same txn applied through a write batch.
+    ReadTxn(u8, i64, u8, u8),
     Compact(u8),
     CompactSteps,
     Reopen,
@@ -106,6 +109,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u8>(), any::<u8>(), any::<bool>()).prop_map(|(k, e, p)| Op::Delete(k, e, p)),
         8 => (any::<u8>(), any::<u8>(), any::<u8>(), 0i64..5).prop_map(|(k, e, r, l)| Op::Range(k, e, r, l)),
         3 => (any::<u8>(), 0i64..3, any::<u8>()).prop_map(|(k, v, x)| Op::Txn(k, v, x)),
+        3 => (any::<u8>(), 0i64..3, any::<u8>(), any::<u8>()).prop_map(|(k, v, e, r)| Op::ReadTxn(k, v, e, r)),
         1 => any::<u8>().prop_map(Op::Compact),
         1 => Just(Op::CompactSteps),
         1 => Just(Op::Reopen),
@@ -278,6 +282,59 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     prop_assert_eq!(&d.prev_kvs, &victims);
                 }
                 prop_assert_eq!(r.header.revision, m.rev);
+            }
+            Op::ReadTxn(k, v, e, rsel) => {
+                let revision = match rsel % 5 {
+                    0 => 0,
+                    1 => m.rev,
+                    2 => m.rev + 1 + (rsel as i64 % 3),
+                    _ => (rsel as i64) % (m.rev + 1),
+                };
+                let range = RangeRequest {
+                    key: key(k),
+                    range_end: end_of(e, k),
+                    revision,
+                    limit: (rsel % 3) as i64,
+                    ..Default::default()
+                };
+                let version = |result| Compare {
+                    result,
+                    target: CompareTarget::Version(v),
+                    key: key(k),
+                    range_end: vec![],
+                };
+                let nested = |compare, op| {
+                    RequestOp::Txn(TxnRequest {
+                        compare,
+                        success: vec![op],
+                        failure: vec![],
+                    })
+                };
+                let t = TxnRequest {
+                    compare: vec![version(CompareResult::Equal)],
+                    success: vec![
+                        RequestOp::Range(range.clone()),
+                        nested(
+                            vec![],
+                            RequestOp::Range(RangeRequest {
+                                key: key(k),
+                                ..Default::default()
+                            }),
+                        ),
+                    ],
+                    failure: vec![nested(
+                        vec![version(CompareResult::Greater)],
+                        RequestOp::Range(range),
+                    )],
+                };
+                let via_view = store.read().unwrap().txn(&t, 128);
+                let via_log = w.txn(&t);
+                prop_assert_eq!(&via_view, &via_log);
+                if let Ok(r) = via_view {
+                    let live = m.live(&key(k)).map_or(0, |kv| kv.version);
+                    prop_assert_eq!(r.succeeded, live == v);
+                    prop_assert_eq!(r.header.revision, m.rev);
+                }
             }
             Op::Compact(c) => {
                 let rev = (c as i64) % (m.rev + 2);

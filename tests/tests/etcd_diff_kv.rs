@@ -124,6 +124,12 @@ impl<'s> KeelRun<'s> {
             }
             Op::Put(p) => self.batch().put(p).map(Resp::Put),
             Op::Delete(d) => self.batch().delete_range(d).map(Resp::Delete),
+            // A read-only txn as the server answers it: from a read view, not through a batch.
+            Op::Txn(t) if self.batch.is_none() && snapshot_read && txn_is_read_only(t) => self
+                .store
+                .read()
+                .and_then(|s| s.txn(t, MAX_TXN_OPS))
+                .map(Resp::Txn),
             Op::Txn(t) => self.batch().txn(t).map(Resp::Txn),
             Op::Compact(rev, _) => self.batch().compact(*rev).map(Resp::Compact),
             Op::CompactAll(n) => {

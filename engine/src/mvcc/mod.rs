@@ -13,6 +13,7 @@ pub use autocompact::{AutoCompaction, AutoCompactor};
 pub use history::HistoryBatch;
 pub use keys::{ArchivedRecord, Record};
 pub use store::{
-    check_delete, check_put, check_range, check_txn, KvRead, KvStore, KvWrite, StoreOptions,
+    check_delete, check_put, check_range, check_txn, txn_is_read_only, KvRead, KvStore, KvWrite,
+    StoreOptions,
 };
 pub use types::*;

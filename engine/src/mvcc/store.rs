@@ -748,6 +748,95 @@ impl KvRead {
             None => Ok(None),
         }
     }
+
+    /// A read-only txn (see [`txn_is_read_only`]) at this snapshot's revision, answered as the
+    /// apply path would answer it at that revision: compares choose each level's branch, the
+    /// chosen ranges' revisions are checked before any is read (etcd's checkRequestRange), and
+    /// the header carries this snapshot's revision. `max_ops` is etcd's --max-txn-ops.
+    pub fn txn(&self, t: &TxnRequest, max_ops: usize) -> KvResult<TxnResponse> {
+        assert!(
+            txn_is_read_only(t),
+            "a txn with writes goes through the log"
+        );
+        check_txn(t, max_ops)?;
+        let mut path = Vec::new();
+        self.compare_path(t, &mut path)?;
+        self.check_ranges(t, &path, &mut 0)?;
+        let mut resp = self.read_txn(t, &path, &mut 0)?;
+        resp.header.revision = self.rev;
+        Ok(resp)
+    }
+
+    /// The branch each txn on the chosen path takes, in path order (as `KvWrite` does).
+    fn compare_path(&self, t: &TxnRequest, path: &mut Vec<bool>) -> KvResult<()> {
+        let mut ok = true;
+        for c in &t.compare {
+            if !apply_compare(&self.txn, c, self.rev)? {
+                ok = false;
+                break;
+            }
+        }
+        path.push(ok);
+        for op in if ok { &t.success } else { &t.failure } {
+            if let RequestOp::Txn(n) = op {
+                self.compare_path(n, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ranges(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> KvResult<()> {
+        let ok = path[*at];
+        *at += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::Range(r) if r.revision != 0 => {
+                    if r.revision > self.rev {
+                        return Err(KvError::FutureRev);
+                    }
+                    if r.revision < self.compacted {
+                        return Err(KvError::Compacted);
+                    }
+                }
+                RequestOp::Txn(n) => self.check_ranges(n, path, at)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn read_txn(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> KvResult<TxnResponse> {
+        let succeeded = path[*at];
+        *at += 1;
+        let ops = if succeeded { &t.success } else { &t.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => {
+                    ResponseOp::Range(range(&self.txn, r, self.rev, self.compacted)?)
+                }
+                RequestOp::Txn(n) => ResponseOp::Txn(self.read_txn(n, path, at)?),
+                RequestOp::Put(_) | RequestOp::DeleteRange(_) => {
+                    unreachable!("a read-only txn has no writes (checked by the caller)")
+                }
+            });
+        }
+        Ok(TxnResponse {
+            header: ResponseHeader::default(),
+            succeeded,
+            responses,
+        })
+    }
+}
+
+/// Whether `t` only reads, on either branch at every level (etcd's isTxnReadonly): only such a
+/// txn may be answered by [`KvRead::txn`].
+pub fn txn_is_read_only(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match op {
+        RequestOp::Range(_) => true,
+        RequestOp::Txn(n) => txn_is_read_only(n),
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+    })
 }
 
 /// One apply batch: requests applied in order, then one commit.

@@ -41,6 +41,8 @@ pub struct ClientConfig {
     pub listen: Vec<SocketAddr>,
     pub store: Arc<KvStore>,
     pub max_request_bytes: u32,
+    /// --max-txn-ops (read-only txns are answered here).
+    pub max_txn_ops: usize,
     /// --initial-cluster-token (ids of members added at runtime derive from it).
     pub cluster_token: String,
     /// Set by the apply core while a CORRUPT alarm is active: reads are refused.
@@ -97,10 +99,16 @@ enum Incoming {
     Owned(p::Request),
 }
 
+/// A read answered from a read view on this core: a range, or a read-only txn.
+enum ReadReq {
+    Range(keel_engine::mvcc::RangeRequest),
+    Txn(keel_engine::mvcc::TxnRequest),
+}
+
 struct PendingRead {
     conn: ConnId,
     req_id: u64,
-    req: keel_engine::mvcc::RangeRequest,
+    req: ReadReq,
     deadline: Instant,
 }
 
@@ -248,14 +256,20 @@ impl Core {
         }
     }
 
-    fn serve_range(&self, conn: ConnId, req_id: u64, req: &keel_engine::mvcc::RangeRequest) {
+    fn serve_read(&self, conn: ConnId, req_id: u64, req: &ReadReq) {
         let h = self.header();
         let r = self
             .cfg
             .store
             .read()
-            .and_then(|view| view.range(req))
-            .map(|resp| p::Response::Range(convert::range_out(&h, resp)))
+            .and_then(|view| match req {
+                ReadReq::Range(r) => view
+                    .range(r)
+                    .map(|resp| p::Response::Range(convert::range_out(&h, resp))),
+                ReadReq::Txn(t) => view
+                    .txn(t, self.cfg.max_txn_ops)
+                    .map(|resp| p::Response::Txn(convert::txn_out(&h, resp))),
+            })
             .map_err(|e: KvError| convert::kv_error(&e));
         self.reply(conn, req_id, false, r);
     }
@@ -275,7 +289,7 @@ impl Core {
         };
         for d in ready {
             match d {
-                Deferred::Range(r) => self.serve_range(r.conn, r.req_id, &r.req),
+                Deferred::Range(r) => self.serve_read(r.conn, r.req_id, &r.req),
                 Deferred::Wake(tx, _) => {
                     let _ = tx.try_send(());
                 }
@@ -324,7 +338,7 @@ impl Core {
             };
             match a.result {
                 Ok(index) if self.cfg.vis.covers(index) => {
-                    self.serve_range(r.conn, r.req_id, &r.req)
+                    self.serve_read(r.conn, r.req_id, &r.req)
                 }
                 Ok(index) => self.defer(index, Deferred::Range(r)).await,
                 Err(e) => self.reply(r.conn, r.req_id, false, Err(refusal_error(&e))),
@@ -485,16 +499,16 @@ impl Core {
         }
     }
 
-    /// A range: served here when serializable (once the published view covers every write
-    /// answered), else after a ReadIndex round (DESIGN.md §4).
-    async fn range(&self, conn_id: ConnId, req_id: u64, r: keel_engine::mvcc::RangeRequest) {
+    /// A range or a read-only txn: served here when serializable (once the published view
+    /// covers every write answered), else after a ReadIndex round (DESIGN.md §4).
+    async fn read(&self, conn_id: ConnId, req_id: u64, r: ReadReq, serializable: bool) {
         if self.cfg.corrupt.load(Ordering::Acquire) {
             let e = p::ErrorResponse::new(p::ErrorCode::Corrupt);
             return self.reply(conn_id, req_id, false, Err(e));
         }
-        if r.serializable {
+        if serializable {
             let Some(need) = self.stale() else {
-                return self.serve_range(conn_id, req_id, &r);
+                return self.serve_read(conn_id, req_id, &r);
             };
             let pending = PendingRead {
                 conn: conn_id,
@@ -545,7 +559,11 @@ impl Core {
         }
         let h = self.header();
         match req {
-            p::Request::Range(r) => self.range(conn_id, req_id, convert::range_in(r)).await,
+            p::Request::Range(r) => {
+                let serializable = r.serializable;
+                let r = ReadReq::Range(convert::range_in(r));
+                self.read(conn_id, req_id, r, serializable).await
+            }
             p::Request::Put(r) => {
                 if r.key.len() + r.value.len() > self.cfg.max_request_bytes as usize {
                     return self.reply(
@@ -559,6 +577,12 @@ impl Core {
             }
             p::Request::DeleteRange(r) => {
                 self.propose(conn_id, req_id, p::InternalBody::DeleteRange(r))
+            }
+            // A read-only txn is a read, as in etcd: no log entry, no apply.
+            p::Request::Txn(t) if convert::txn_read_only(&t) => {
+                let serializable = convert::txn_serializable(&t);
+                let t = ReadReq::Txn(convert::txn_in(t));
+                self.read(conn_id, req_id, t, serializable).await
             }
             p::Request::Txn(t) => self.propose(conn_id, req_id, p::InternalBody::Txn(t)),
             p::Request::Compact(c) => self.propose(conn_id, req_id, p::InternalBody::Compaction(c)),
@@ -1041,7 +1065,10 @@ async fn serve_conn(core: Rc<Core>, stream: TcpStream) {
                     .map_err(|e| p::ProtoError::InvalidPayload(e.to_string())),
             });
             match req {
-                Ok(Incoming::Range(r)) => core.range(id, req_id, r).await,
+                Ok(Incoming::Range(r)) => {
+                    let serializable = r.serializable;
+                    core.read(id, req_id, ReadReq::Range(r), serializable).await
+                }
                 Ok(Incoming::Owned(req)) => {
                     let c = conn.clone();
                     core.dispatch(&c, id, req_id, more, req).await;

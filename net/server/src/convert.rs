@@ -209,6 +209,26 @@ fn op_in(op: p::RequestOp) -> e::RequestOp {
     }
 }
 
+/// Whether `t` only reads, on either branch at every level (etcd's isTxnReadonly): answered
+/// from a read view like a range, never through the log.
+pub fn txn_read_only(t: &p::TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match op {
+        p::RequestOp::Range(_) => true,
+        p::RequestOp::Txn(n) => txn_read_only(n),
+        p::RequestOp::Put(_) | p::RequestOp::DeleteRange(_) => false,
+    })
+}
+
+/// Whether every range of `t`, on either branch at every level, is serializable (etcd's
+/// isTxnSerializable; true for a txn without ranges): a read-only such txn needs no ReadIndex.
+pub fn txn_serializable(t: &p::TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match op {
+        p::RequestOp::Range(r) => r.serializable,
+        p::RequestOp::Txn(n) => txn_serializable(n),
+        _ => true,
+    })
+}
+
 pub fn txn_in(t: p::TxnRequest) -> e::TxnRequest {
     e::TxnRequest {
         compare: t.compare.into_iter().map(compare_in).collect(),

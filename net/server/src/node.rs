@@ -419,6 +419,7 @@ impl Node {
                 listen: cfg.client_addrs.clone(),
                 store: store.clone(),
                 max_request_bytes: cfg.max_request_bytes,
+                max_txn_ops: cfg.max_txn_ops,
                 cluster_token: cfg.cluster_token.clone(),
                 corrupt: corrupt.clone(),
                 vis: vis.clone(),

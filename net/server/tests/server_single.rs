@@ -105,7 +105,7 @@ fn a_read_sees_every_write_answered_before_it_on_any_connection() {
         let v = format!("v{i}");
         let put = a.put("k", &v).unwrap();
         let rev = put.header.revision;
-        match i % 4 {
+        match i % 5 {
             0 | 1 => {
                 let g = b.get("k", i % 4 == 0).unwrap();
                 assert_eq!(g.kvs.len(), 1, "round {i}");
@@ -120,6 +120,19 @@ fn a_read_sees_every_write_answered_before_it_on_any_connection() {
                     "round {i}: status at {}",
                     st.header.revision
                 );
+            }
+            3 => {
+                // A read-only txn is a read (no log entry): it must see the write all the same.
+                let t = read_only_txn(b"k", i % 2 == 0);
+                let p::Response::Txn(t) = b.call(p::Request::Txn(t)).unwrap() else {
+                    panic!("round {i}: not a txn answer")
+                };
+                let p::ResponseOp::Range(g) = &t.responses[0] else {
+                    panic!("round {i}: {t:?}")
+                };
+                assert_eq!(g.kvs.len(), 1, "round {i}");
+                assert_eq!(g.kvs[0].mod_revision, rev, "round {i}");
+                assert!(t.header.revision >= rev, "round {i}");
             }
             _ => {
                 let h = match b
@@ -137,6 +150,57 @@ fn a_read_sees_every_write_answered_before_it_on_any_connection() {
             }
         }
     }
+}
+
+/// A txn that only reads `key` (serializable or not) when `key` exists, else reads nothing.
+fn read_only_txn(key: &[u8], serializable: bool) -> p::TxnRequest {
+    p::TxnRequest {
+        compare: vec![p::Compare {
+            result: p::CompareResult::Greater,
+            target: p::CompareTarget::Version,
+            key: key.to_vec(),
+            target_union: p::TargetUnion::Version(0),
+            range_end: vec![],
+        }],
+        success: vec![p::RequestOp::Range(p::RangeRequest {
+            key: key.to_vec(),
+            serializable,
+            ..Default::default()
+        })],
+        failure: vec![],
+    }
+}
+
+#[test]
+fn a_read_only_txn_is_answered_without_a_log_entry_and_a_writing_one_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let mut c = leader(&s);
+    c.put("k", "v").unwrap();
+    let index = |c: &mut Client| c.status().unwrap().raft_index;
+    let before = index(&mut c);
+    for serializable in [false, true, false, true] {
+        let p::Response::Txn(t) = c
+            .call(p::Request::Txn(read_only_txn(b"k", serializable)))
+            .unwrap()
+        else {
+            panic!("not a txn answer")
+        };
+        assert!(t.succeeded);
+    }
+    assert_eq!(index(&mut c), before, "read-only txns went through the log");
+    let mut w = read_only_txn(b"k", false);
+    w.failure.push(p::RequestOp::Put(p::PutRequest {
+        key: b"k2".to_vec(),
+        value: b"x".to_vec(),
+        ..Default::default()
+    }));
+    c.call(p::Request::Txn(w)).unwrap();
+    assert_eq!(
+        index(&mut c),
+        before + 1,
+        "a txn that may write is proposed"
+    );
 }
 
 /// A watch event is an acknowledgement too: a read that starts after a watcher saw a change
