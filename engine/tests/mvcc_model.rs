@@ -116,6 +116,16 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A range's revision chosen by `rsel`: current (0), the head, a future one, or any past one.
+fn pick_revision(rsel: u8, head: i64) -> i64 {
+    match rsel % 5 {
+        0 => 0,
+        1 => head,
+        2 => head + 1 + (rsel as i64 % 3),
+        _ => (rsel as i64) % (head + 1),
+    }
+}
+
 fn opts() -> StoreOptions {
     StoreOptions {
         btree: keel_engine::btree::Options {
@@ -186,12 +196,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(r, want);
             }
             Op::Range(k, e, rsel, limit) => {
-                let revision = match rsel % 5 {
-                    0 => 0,
-                    1 => m.rev,
-                    2 => m.rev + 1 + (rsel as i64 % 3),
-                    _ => (rsel as i64) % (m.rev + 1),
-                };
+                let revision = pick_revision(rsel, m.rev);
                 let end = end_of(e, k);
                 let req = RangeRequest {
                     key: key(k),
@@ -284,12 +289,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(r.header.revision, m.rev);
             }
             Op::ReadTxn(k, v, e, rsel) => {
-                let revision = match rsel % 5 {
-                    0 => 0,
-                    1 => m.rev,
-                    2 => m.rev + 1 + (rsel as i64 % 3),
-                    _ => (rsel as i64) % (m.rev + 1),
-                };
+                let revision = pick_revision(rsel, m.rev);
                 let range = RangeRequest {
                     key: key(k),
                     range_end: end_of(e, k),

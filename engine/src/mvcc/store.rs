@@ -458,6 +458,54 @@ fn check_intervals(
     Ok((puts, dels))
 }
 
+/// Which branch every txn on the chosen path takes, in path order, every compare evaluated
+/// against the state at `rev`, before anything is applied (etcd's compareToPath).
+fn compare_path(v: &dyn View, rev: i64, t: &TxnRequest, path: &mut Vec<bool>) -> KvResult<()> {
+    let mut ok = true;
+    for c in &t.compare {
+        if !apply_compare(v, c, rev)? {
+            ok = false;
+            break;
+        }
+    }
+    path.push(ok);
+    for op in if ok { &t.success } else { &t.failure } {
+        if let RequestOp::Txn(n) = op {
+            compare_path(v, rev, n, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// etcd's checkRequestRange on the chosen path: every range asks for a readable revision.
+fn check_path_ranges(
+    t: &TxnRequest,
+    path: &[bool],
+    at: &mut usize,
+    rev: i64,
+    compacted: i64,
+) -> KvResult<()> {
+    let ok = path[*at];
+    *at += 1;
+    for op in if ok { &t.success } else { &t.failure } {
+        match op {
+            // etcd checks any non-zero revision, negative ones included, against the
+            // compaction revision: -1 fails once anything is compacted, and -2 always.
+            RequestOp::Range(r) if r.revision != 0 => {
+                if r.revision > rev {
+                    return Err(KvError::FutureRev);
+                }
+                if r.revision < compacted {
+                    return Err(KvError::Compacted);
+                }
+            }
+            RequestOp::Txn(n) => check_path_ranges(n, path, at, rev, compacted)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn txn_has_put(r: &TxnRequest) -> bool {
     r.success.iter().chain(&r.failure).any(|op| match op {
         RequestOp::Put(_) => true,
@@ -760,49 +808,11 @@ impl KvRead {
         );
         check_txn(t, max_ops)?;
         let mut path = Vec::new();
-        self.compare_path(t, &mut path)?;
-        self.check_ranges(t, &path, &mut 0)?;
+        compare_path(&self.txn, self.rev, t, &mut path)?;
+        check_path_ranges(t, &path, &mut 0, self.rev, self.compacted)?;
         let mut resp = self.read_txn(t, &path, &mut 0)?;
         resp.header.revision = self.rev;
         Ok(resp)
-    }
-
-    /// The branch each txn on the chosen path takes, in path order (as `KvWrite` does).
-    fn compare_path(&self, t: &TxnRequest, path: &mut Vec<bool>) -> KvResult<()> {
-        let mut ok = true;
-        for c in &t.compare {
-            if !apply_compare(&self.txn, c, self.rev)? {
-                ok = false;
-                break;
-            }
-        }
-        path.push(ok);
-        for op in if ok { &t.success } else { &t.failure } {
-            if let RequestOp::Txn(n) = op {
-                self.compare_path(n, path)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn check_ranges(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> KvResult<()> {
-        let ok = path[*at];
-        *at += 1;
-        for op in if ok { &t.success } else { &t.failure } {
-            match op {
-                RequestOp::Range(r) if r.revision != 0 => {
-                    if r.revision > self.rev {
-                        return Err(KvError::FutureRev);
-                    }
-                    if r.revision < self.compacted {
-                        return Err(KvError::Compacted);
-                    }
-                }
-                RequestOp::Txn(n) => self.check_ranges(n, path, at)?,
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     fn read_txn(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> KvResult<TxnResponse> {
@@ -1147,7 +1157,7 @@ impl<'s> KvWrite<'s> {
         // Every compare of every txn on the chosen path is evaluated against the state before
         // the txn (etcd's compareToPath).
         let mut path = Vec::new();
-        self.compare_path(t, &mut path)?;
+        compare_path(&self.txn, self.rev, t, &mut path)?;
         self.check_path(t, &path)?;
         self.begin();
         let mut at = 0;
@@ -1158,23 +1168,6 @@ impl<'s> KvWrite<'s> {
             self.after_growth()?;
         }
         Ok(resp)
-    }
-
-    fn compare_path(&self, t: &TxnRequest, path: &mut Vec<bool>) -> KvResult<()> {
-        let mut ok = true;
-        for c in &t.compare {
-            if !apply_compare(&self.txn, c, self.rev)? {
-                ok = false;
-                break;
-            }
-        }
-        path.push(ok);
-        for op in if ok { &t.success } else { &t.failure } {
-            if let RequestOp::Txn(n) = op {
-                self.compare_path(n, path)?;
-            }
-        }
-        Ok(())
     }
 
     /// etcd's checkRequests on the chosen path, before anything is applied: first every put
@@ -1190,7 +1183,7 @@ impl<'s> KvWrite<'s> {
     fn check_path(&self, t: &TxnRequest, path: &[bool]) -> KvResult<()> {
         let mut state = PathState::default();
         self.check_path_puts(t, path, &mut 0, &mut state)?;
-        self.check_path_ranges(t, path, &mut 0)
+        check_path_ranges(t, path, &mut 0, self.rev, self.compacted)
     }
 
     fn check_path_puts(
@@ -1237,28 +1230,6 @@ impl<'s> KvWrite<'s> {
             return Ok(false);
         }
         Ok(self.current(key)?.is_some())
-    }
-
-    fn check_path_ranges(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> KvResult<()> {
-        let ok = path[*at];
-        *at += 1;
-        for op in if ok { &t.success } else { &t.failure } {
-            match op {
-                // etcd checks any non-zero revision, negative ones included, against the
-                // compaction revision: -1 fails once anything is compacted, and -2 always.
-                RequestOp::Range(r) if r.revision != 0 => {
-                    if r.revision > self.rev {
-                        return Err(KvError::FutureRev);
-                    }
-                    if r.revision < self.compacted {
-                        return Err(KvError::Compacted);
-                    }
-                }
-                RequestOp::Txn(n) => self.check_path_ranges(n, path, at)?,
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     fn apply_txn(
