@@ -140,6 +140,19 @@ fn a_torn_group_then_a_whole_overlap_group_is_a_torn_tail_and_the_overlap_group_
         overwrite(&segment_path(dir.path(), g.0), g.1, &vec![0; g.2]);
     }
     let kept = groups[k - 2].4;
+    // The dump tool, read-only, says what open will do.
+    let (code, text) = dump(dir.path());
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(" overlap\n"),
+        "overlap groups are marked: {text}"
+    );
+    let torn = format!("torn tail: overlap group at {}", groups[k].1);
+    assert!(text.contains(&torn), "{text}");
+    assert!(
+        text.contains(&format!("recovered: entries [1, {kept}]")),
+        "{text}"
+    );
     assert_eq!(
         reopen(dir.path(), WalOptions::default()).unwrap(),
         (1, kept)

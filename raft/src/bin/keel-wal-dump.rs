@@ -71,9 +71,10 @@ async fn dump(dir: PathBuf, data: bool) -> ExitCode {
         );
         for (off, g) in &s.scan.groups {
             println!(
-                "  group offset={off} records={} bytes={}",
+                "  group offset={off} records={} bytes={}{}",
                 g.records.len(),
-                g.padded_len
+                g.padded_len,
+                if g.overlap { " overlap" } else { "" }
             );
             for (roff, len, rec) in &g.records {
                 let at = off + *roff as u64;
