@@ -147,8 +147,8 @@ pub struct Flags {
     )]
     pub park_after_read_ms: u64,
     /// Let the WAL write a second commit group while the first one's write is in flight
-    /// (`false`: each group only after the previous one is durable). tuning.md, "WAL writes in
-    /// flight".
+    /// (`false`: each group only after the previous one is durable). tuning.md, "WAL
+    /// durability", "Two groups in flight".
     #[arg(
         long = "experimental-wal-overlap",
         env = "KEEL_WAL_OVERLAP",
